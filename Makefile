@@ -1,0 +1,52 @@
+# ml_hpc: `make demo` and `make test` each set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Which PyTorch build to install. Default: the CPU build (CI, laptops, this project's tests).
+# On a GPU cluster install the CUDA build instead:  make install TORCH='torch>=2.6'
+TORCH  ?= torch==2.13.0
+# System packages the tests need: a real single-node SLURM cluster.
+SYS_PKGS := slurmctld slurmd slurm-client
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install sysdeps demo test check nbtest pytest bench clean
+
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+sysdeps:
+	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; fi
+
+# The main job on the embedded default (the local executor, no cluster needed).
+demo: install
+	$(BIN)/mlhpc train examples/digits.yaml --run-dir runs/demo-digits
+
+# Everything CI runs: sync checks, notebook tests (slow ones too), integration tests on a real SLURM cluster.
+test: install sysdeps
+	$(MAKE) check
+	$(MAKE) nbtest
+	$(MAKE) pytest
+
+check: install
+	PATH=$(abspath $(BIN)):$$PATH bash tools/check_sync.sh
+
+nbtest: install
+	$(BIN)/nbdev_test --flags slow --n_workers 2 --timing
+
+pytest: install sysdeps
+	$(BIN)/python -m pytest tests -v --durations=15
+
+bench: install
+	$(BIN)/python bench/bench_trainer.py
+	$(BIN)/python bench/bench_checkpoint.py
+
+clean:
+	rm -rf $(VENV) runs _proc _docs *.egg-info

@@ -1,0 +1,30 @@
+"""Shared helpers for the integration tests: run the real `mlhpc` program and read run directories."""
+import os, subprocess, sys
+from pathlib import Path
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MLHPC = [sys.executable, "-c", "from ml_hpc.cli import main; main()"]
+
+def mlhpc(*args, cwd=None, env=None, timeout=300, check=False):
+    "Run the mlhpc command line; returns the CompletedProcess."
+    p = subprocess.run(MLHPC + [str(a) for a in args], cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode: raise AssertionError(f"mlhpc {args} exited {p.returncode}\n{p.stderr[-3000:]}")
+    return p
+
+def weights(run_dir, name="latest"):
+    "The model state_dict of a run's checkpoint, loaded the safe way."
+    return torch.load(Path(run_dir)/"checkpoints"/f"{name}.pt", weights_only=True)["model"]
+
+def same_weights(a, b):
+    "True if two state_dicts have the same keys and bit-identical tensors."
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+DETERMINISTIC = ["update", "loss", "lr", "val_loss", "val_accuracy", "ema_val_loss", "ema_val_accuracy"]
+
+def stats(run_dir):
+    "stats.csv without its wall-clock columns (samples_per_s, time), which differ between any two runs."
+    df = pd.read_csv(Path(run_dir)/"stats.csv")
+    return df[[c for c in DETERMINISTIC if c in df.columns]]
