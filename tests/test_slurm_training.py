@@ -1,0 +1,109 @@
+"""Real training jobs on the real loopback SLURM cluster: time limits, requeue, preemption, failures, stop latency.
+
+Every job here is `mlhpc submit` of a real config: the generated batch script, real signals from SLURM, real
+`scontrol requeue`. Each result is compared bit for bit with an uninterrupted local run of the same config."""
+import json, re, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+from helpers import ROOT, MLHPC, mlhpc, weights, same_weights, stats
+
+pytestmark = pytest.mark.slurm
+
+# About 20 s of training on this machine: a 60 s SLURM limit with a 50 s margin cannot finish it in one attempt.
+LONG = ["total_updates=16000", "updates_per_epoch=4000", "log_every=50", "model.hidden_dim=64", "model.dropout=0.1",
+        "lr_scheduler={}", "early_stopping.patience=0"]
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    "The uninterrupted local run every SLURM run is compared with."
+    run = tmp_path_factory.mktemp("ref")/"run"
+    mlhpc("train", ROOT/"examples/digits.yaml", "--run-dir", run, *sum([["--set", s] for s in LONG], []), check=True, timeout=600)
+    return run
+
+@pytest.fixture
+def profile(tmp_path):
+    "A cluster profile for 1-minute jobs: early warning 30 s before the end, up to 10 requeues."
+    p = tmp_path/"cluster.yaml"
+    p.write_text("signal: USR2\nsignal_margin: 30\nmax_restarts: 10\n")
+    return p
+
+def submit(slurm, run, profile, *extra, time_limit="00:01:00"):
+    p = mlhpc("submit", ROOT/"examples/digits.yaml", "--run-dir", run, "--time", time_limit, "--profile", profile,
+              *sum([["--set", s] for s in LONG], []), *extra, env=slurm.env, check=True)
+    return re.search(r"submitted job (\d+)", p.stdout).group(1)
+
+def restarts(slurm, job_id):
+    return int(re.search(r"\bRestarts=(\d+)", slurm.run(["scontrol", "-o", "show", "job", job_id]).stdout).group(1))
+
+def status(run): return json.loads((Path(run)/"status.json").read_text())
+
+def test_time_limit_stop_requeue_complete(slurm, reference, profile, tmp_path):
+    run = tmp_path/"run"
+    job = submit(slurm, run, profile, "--set", "time_margin=50")
+    assert slurm.wait_state(job, "COMPLETED", timeout=400) == "COMPLETED"
+    n = restarts(slurm, job)
+    st = status(run)
+    assert n >= 2, f"expected at least two requeues, got {n}"
+    assert st["state"] == "completed" and st["attempt"] == n + 1 and st["job_id"] == job
+    assert same_weights(weights(run), weights(reference)), "resumed SLURM run differs from the uninterrupted run"
+    pd.testing.assert_frame_equal(stats(run), stats(reference))
+    log = (run/f"slurm-{job}.out").read_text()
+    assert log.count("requeueing job") == n, log[-3000:]
+    stops = re.findall(r"stopped at update (\d+) \(time limit", (run/"train.log").read_text())
+    assert len(stops) == n, stops
+    print(f"time limit: {n} requeues, stopped at updates {stops}")
+
+def test_preemption_saves_and_resumes(slurm, reference, profile, tmp_path):
+    run = tmp_path/"run"
+    job = submit(slurm, run, profile, time_limit="00:05:00")
+    slurm.wait_state(job, "RUNNING", timeout=60)
+    deadline = time.monotonic() + 120
+    while not ((run/"stats.csv").exists() and len((run/"stats.csv").read_text().splitlines()) > 1000):
+        assert time.monotonic() < deadline, "no training progress"
+        time.sleep(0.2)
+    t0 = time.time()
+    slurm.run(["scancel", "--full", "--signal=TERM", job])
+    assert slurm.wait_state(job, "COMPLETED", timeout=300) == "COMPLETED"
+    assert restarts(slurm, job) == 1
+    log = (run/"train.log").read_text()
+    m = re.search(r"stopped on signal SIGTERM: ([0-9.]+) s from the signal to a saved checkpoint", log)
+    assert m and "stopped at update" in log, log[-2000:]
+    assert same_weights(weights(run), weights(reference))
+    pd.testing.assert_frame_equal(stats(run), stats(reference))
+    print(f"preemption: {float(m.group(1)):.3f} s from SIGTERM to a saved checkpoint")
+
+def test_failed_run_is_not_requeued(slurm, profile, tmp_path):
+    run = tmp_path/"run"
+    job = submit(slurm, run, profile, "--set", "optimizer.name=SGD", "--set", "optimizer.learning_rate=1e6", time_limit="00:05:00")
+    assert slurm.wait_state(job, "FAILED", timeout=120) == "FAILED"
+    assert restarts(slurm, job) == 0
+    st = status(run)
+    assert st["state"] == "failed" and "at update" in st["reason"] and "learning_rate" in st["reason"]
+    line = mlhpc("status", run, env=slurm.env, check=True).stdout
+    assert "failed (the training loss is" in line and f"job {job}" in line, line
+    assert "not requeueing" in (run/f"slurm-{job}.out").read_text()
+
+def test_stop_latency_is_one_update_one_save_and_two_seconds(tmp_path):
+    "From SIGUSR2 to a durable checkpoint and process exit, measured on a local run (the batch shell adds ~10 ms)."
+    run = tmp_path/"run"
+    args = MLHPC + ["train", str(ROOT/"examples/digits.yaml"), "--run-dir", str(run)] + sum([["--set", s] for s in LONG], [])
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((run/"stats.csv").exists() and len((run/"stats.csv").read_text().splitlines()) > 500):
+        assert time.monotonic() < deadline and proc.poll() is None, "no training progress"
+        time.sleep(0.05)
+    t0 = time.monotonic(); proc.send_signal(signal.SIGUSR2); code = proc.wait(timeout=60); took = time.monotonic() - t0
+    assert code == 75, proc.stderr.read()
+    st = status(run)
+    assert st["state"] == "stopped" and st["reason"] == "signal SIGUSR2"
+    assert torch_update(run) == st["update"]
+    df = pd.read_csv(run/"stats.csv").dropna(subset=["loss"])
+    update_s = 64 / df["samples_per_s"].median()  # batch_size 64 in examples/digits.yaml
+    m = re.search(r"([0-9.]+) s from the signal to a saved checkpoint", (run/"train.log").read_text())
+    print(f"stop latency: {took:.3f} s from SIGUSR2 to exit (in-process: {m.group(1)} s to the saved checkpoint; one update {update_s * 1e3:.2f} ms)")
+    assert took <= update_s + 2.0 + 1.0, "one update + one save (< 1 s for this model) + 2 s"
+
+def torch_update(run):
+    import torch
+    return torch.load(Path(run)/"checkpoints/latest.pt", weights_only=True)["update"]
