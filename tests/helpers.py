@@ -28,3 +28,11 @@ def stats(run_dir):
     "stats.csv without its wall-clock columns (samples_per_s, time), which differ between any two runs."
     df = pd.read_csv(Path(run_dir)/"stats.csv")
     return df[[c for c in DETERMINISTIC if c in df.columns]]
+
+def one_line_error(p, *fragments):
+    "The process failed with status 2 and exactly one line on stderr naming the problem, no traceback."
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr and "HINT:" in lines[0]
+    for f in fragments: assert f in lines[0], (f, lines[0])

@@ -2,15 +2,7 @@
 import json, time
 from pathlib import Path
 import pytest, yaml
-from helpers import ROOT, mlhpc, weights, stats
-
-def one_line_error(p, *fragments):
-    "The process failed with status 2 and exactly one line on stderr naming the problem, no traceback."
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert "Traceback" not in p.stderr and "HINT:" in lines[0]
-    for f in fragments: assert f in lines[0], (f, lines[0])
+from helpers import ROOT, mlhpc, one_line_error, weights, stats
 
 def test_digits_example_trains_to_90_percent(tmp_path):
     start = time.time()

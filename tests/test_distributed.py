@@ -14,8 +14,8 @@ and torchrun's OMP_NUM_THREADS=1 changes how matmuls split their sums. Measured 
 instead of 64 ends 0.13 away, and a single Adam step moves a weight by about the learning rate (3e-3). So weights are
 compared with `torch.allclose(atol=1e-5, rtol=1e-4)` (~150x the noise, ~100x below one step) and losses with rtol=1e-4.
 The two 2-process runs (torchrun and srun, both with OMP_NUM_THREADS=1) are bit-identical to each other; with different
-thread counts they are not. The srun job is submitted with OMP_NUM_THREADS=1 for that reason: the generated script does not
-set it, so each srun task would use every core (2 tasks x 2 threads on 2 cores trained 6-15x slower here than with 1 thread).
+thread counts they are not. The generated script exports OMP_NUM_THREADS (the task's CPUs, here 1) for every srun task;
+without it each task would use every core (2 tasks x 2 threads on 2 cores trained 6-15x slower here than with 1 thread).
 
 The generated srun line needs no --overcommit: the job asks for --ntasks-per-node=2 on a node with CPUs=2 and the step fits
 (--overcommit only matters for more tasks than CPUs)."""
@@ -32,7 +32,7 @@ TORCHRUN, MLHPC_EXE = Path(sys.executable).with_name("torchrun"), Path(sys.execu
 TOTAL, EVERY, BATCH = 120, 40, 32
 ATOL, RTOL = 1e-5, 1e-4
 MARK, TOKEN = "MLHPC_TEST_DISTRIBUTED", f"{os.getpid()}-{time.time_ns()}"
-TWO = {"OMP_NUM_THREADS": "1"}  # what torchrun sets anyway; srun tasks get it too, so both 2-process runs compute alike
+TWO = {"OMP_NUM_THREADS": "1"}  # what torchrun sets anyway; the generated batch script sets it for srun tasks itself
 
 WORKER = """\
 import os, sys
@@ -207,7 +207,7 @@ def test_torchrun_matches_single_process(single, pair, files):
 def test_srun_matches_single_process(slurm, single, pair, files, tmp_path):
     run = tmp_path/"srun"
     p = mlhpc("submit", files/"config.yaml", "--run-dir", run, "--time", "00:05:00", "--ntasks-per-node", "2",
-              env={**slurm.env, **TWO, MARK: TOKEN}, check=True)
+              env={**{k: v for k, v in slurm.env.items() if k != "OMP_NUM_THREADS"}, MARK: TOKEN}, check=True)
     jid = re.search(r"submitted job (\d+)", p.stdout).group(1)
     script = (run/"job.sbatch").read_text()
     assert "srun --kill-on-bad-exit=1 --nodes=1 --ntasks=2 --ntasks-per-node=2 " in script and "--overcommit" not in script, script
@@ -256,6 +256,7 @@ def test_failing_rank_ends_every_rank(launcher, files, tmp_path, request):
     assert "flaky: rank 1 cannot read training item" in text, text[-3000:]
     st = status(run)
     assert st["state"] == "failed" and st["update"] == FAIL_AT, st
+    assert st["reason"].startswith("rank 1: OSError: flaky: rank 1 cannot read training item"), st["reason"]
     assert not wait_gone(), "processes left after the failure"
     print(f"{launcher}: failure of rank 1 to the end of every rank {took:.2f} s; status.json reason: {st['reason'][:80]!r}")
 
