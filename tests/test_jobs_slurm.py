@@ -38,6 +38,9 @@ def test_submit_state_end_time_cancel(slurm, tmp_path):
     assert re.fullmatch(r"[0-9]+", jid)
     slurm.wait_state(jid, "RUNNING", timeout=30)
     assert job_state(jid, slurm.env) == "RUNNING"
+    log = tmp_path/"sleeper"/f"slurm-{jid}.out"
+    wait_for(lambda: log.exists() and "starting on" in log.read_text(), 30, "the batch script to start")
+    time.sleep(1)  # let it start the child, so the TERM below is forwarded rather than arriving during set-up
     end = job_end_time(jid, slurm.env)
     assert end is not None and abs(end - (t0 + 300)) < 30, (end, t0)
     cancel(jid, "TERM", full=True, env=slurm.env)
