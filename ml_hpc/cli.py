@@ -11,14 +11,23 @@ from .config import config_rows, load_config
 from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 
 # %% auto #0
-__all__ = ['default_run_dir', 'ignore_stop_signals', 'cmd_train', 'slurm_state', 'status_line', 'cmd_status', 'mlhpc_program',
-           'find_profile', 'job_for', 'cmd_submit', 'parser', 'main']
+__all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
+           'add_run_parser', 'slurm_state', 'status_line', 'cmd_status', 'mlhpc_program', 'find_profile', 'job_for',
+           'check_signals', 'cmd_submit', 'submit_notebook', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
     "`$RESULTS_DIR/<config name>` (from the environment or .env), else `runs/<config name>`."
     root = load_env().get("RESULTS_DIR") or "runs"
+    if Path(root).exists() and not Path(root).is_dir():
+        raise MlhpcError(f"RESULTS_DIR={root} is not a directory", "point RESULTS_DIR (in the environment or .env) at a directory, or pass --run-dir")
     return Path(root)/Path(config).stem
+
+def run_dir_for(run_dir:str|None, # --run-dir as given (None: not given)
+                source)->Path: # the config file (or notebook) that names the default
+    "The run directory a command works on: `--run-dir` (checked) or the default."
+    from ml_hpc.rundir import usable_run_dir
+    return usable_run_dir(default_run_dir(source) if run_dir is None else run_dir)
 
 # %% ../nbs/40_cli.ipynb #7bf4924e
 def ignore_stop_signals(stop_signal:str="USR2"): # the config's stop_signal
@@ -28,39 +37,82 @@ def ignore_stop_signals(stop_signal:str="USR2"): # the config's stop_signal
     for name in ("SIGTERM", signal_name(stop_signal)): signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 # %% ../nbs/40_cli.ipynb #bb491e62
+def log_failure(run_dir:Path, # the run directory
+                e:BaseException)->Path|None: # what ended the training
+    "Append `e` with its traceback to run_dir/train.log; the file, or None if there is no run directory to write into."
+    import time, traceback
+    log = Path(run_dir)/"train.log"
+    if not Path(run_dir).is_dir(): return None
+    try:
+        with open(log, "a") as f: f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR training failed\n" + "".join(traceback.format_exception(e)))
+    except OSError: return None
+    return log
+
 def cmd_train(a)->int:
     "Train (or resume) the run described by a YAML config."
-    from ml_hpc.run import train_run
-    from ml_hpc.trainer import NonFiniteLoss
+    import traceback
     cfg = load_config(a.config, a.set)
-    run_dir = Path(a.run_dir) if a.run_dir else default_run_dir(a.config)
-    try: t = train_run(cfg, run_dir, overwrite=a.overwrite, exiting=True)
+    run_dir = run_dir_for(a.run_dir, a.config)
+    from ml_hpc.env import JobEnv
+    load_env(export=True); env = JobEnv.from_environ()
+    from ml_hpc.run import train_run
+    from ml_hpc.rundir import STOPPED, FAILED
+    from ml_hpc.trainer import NonFiniteLoss
+    try: t = train_run(cfg, run_dir, overwrite=a.overwrite, env=env, exiting=True)
     except NonFiniteLoss as e:
         print(f"error: training failed: {e}", file=sys.stderr)
         return EXIT_FAILED
     except MlhpcError: raise  # a user mistake: main prints it in one line, exit 2
     except Exception as e:
-        print(f"error: training failed: {type(e).__name__}: {e} (details in {run_dir/'train.log'})", file=sys.stderr)
+        log = log_failure(run_dir, e) if env.is_main else None
+        if not log: traceback.print_exception(e)
+        first = (str(e).splitlines() or [""])[0][:200]
+        print(f"error: training failed: {type(e).__name__}: {first} ({f'traceback in {log}' if log else 'traceback above'})", file=sys.stderr)
         return EXIT_FAILED
     finally: ignore_stop_signals(cfg.stop_signal)
     if t.env.is_main:
         print(f"{t.state} at update {t.update}/{t.total_updates}: {run_dir}" + "".join(f"  {k} {v:.4g}" for k, v in t.metrics.items() if k != "update"))
-    return {"stopped": EXIT_RESUME, "failed": EXIT_FAILED}.get(t.state, EXIT_OK)
+    return {STOPPED: EXIT_RESUME, FAILED: EXIT_FAILED}.get(t.state, EXIT_OK)
+
+# %% ../nbs/40_cli.ipynb #db7a222d
+def cmd_run(a)->int:
+    "Run (or resume) a parameterized training notebook as a batch job."
+    from ml_hpc.notebook import run_notebook
+    return run_notebook(a.notebook, a.param, a.params_file, run_dir_for(a.run_dir, a.notebook), a.overwrite, a.cell_timeout, a.nproc)
+
+def add_params_args(p):
+    "`-p NAME VALUE` and `-f YAML`: a notebook's parameters."
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook: set a parameter, typed like its default (repeatable)")
+    p.add_argument("-f", "--params-file", metavar="YAML", help="notebook: parameters from a YAML file (-p wins)")
+
+def add_run_parser(sub):
+    "The `mlhpc run` subcommand."
+    r = sub.add_parser("run", help="run a parameterized training notebook as a resumable batch job (papermill)",
+                       description="Execute NOTEBOOK with papermill into RUN_DIR/output.ipynb (earlier attempts' notebooks are kept, numbered). "
+                                   "Rerunning the same command on the same run directory resumes training from its latest checkpoint; a completed run is not run again. "
+                                   "SIGTERM and SIGUSR2 are forwarded to the kernel, which saves and stops (exit 75); so is a first Ctrl-C.")
+    r.add_argument("notebook", help="the notebook (.ipynb); its cell tagged 'parameters' lists the parameters")
+    add_params_args(r)
+    r.add_argument("--run-dir", help="the run directory (default: $RESULTS_DIR/<notebook name> or runs/<notebook name>)")
+    r.add_argument("--overwrite", action="store_true", help="if the run directory holds a run with other parameters, move it aside (never deleted) and start fresh")
+    r.add_argument("--nproc", type=int, default=1, metavar="N", help="train with N processes (DDP) on this machine: every rank executes the notebook, rank 0 writes the run directory (default: 1; under torchrun or srun leave it out)")
+    r.add_argument("--cell-timeout", type=float, metavar="SECONDS", help="fail if one cell runs longer than this (default: no limit)")
+    r.set_defaults(func=cmd_run)
 
 # %% ../nbs/40_cli.ipynb #a525ff64
 def slurm_state(job_id)->str:
     "SLURM's word on a job ('RUNNING', 'PENDING', ...), or 'unknown to SLURM'."
-    from ml_hpc.jobs import job_state
-    try: return job_state(job_id) or "unknown to SLURM"
-    except MlhpcError: return "unknown to SLURM"
+    from ml_hpc.rundir import slurm_job_state, GONE_FROM_SLURM
+    return slurm_job_state(job_id) or GONE_FROM_SLURM
 
 def status_line(run_dir)->str: # a run directory
-    "One line: state, progress, attempts and reason of a run."
-    from ml_hpc.callback.log import read_status
-    st = read_status(run_dir)
+    "One line: the real state, progress, attempts and reason of a run."
+    from ml_hpc.rundir import run_state, usable_run_dir
+    d = usable_run_dir(run_dir)
+    st = run_state(d)
     if not st: raise MlhpcError(f"{run_dir} has no status.json", "is it a run directory? runs are created by mlhpc train")
     prog = f"update {st.get('update', 0)}/{st.get('total_updates', '?')}"
-    job = f", job {st['job_id']}" + (f" {slurm_state(st['job_id'])}" if shutil.which("squeue") else "") if st.get("job_id") else ""
+    job = f", job {st['job_id']}" + (f" {st['slurm']}" if st.get("slurm") else "") if st.get("job_id") else ""
     why = f" ({st['reason']})" if st.get("reason") else ""
     return f"{run_dir}: {st.get('state', '?')}{why}, {prog}, attempt {st.get('attempt', 1)}{job}"
 
@@ -92,24 +144,35 @@ def job_for(a, run_dir:Path, profile):
         if getattr(a, k): setattr(profile, k, getattr(a, k))
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_dir.name)[:64] or "mlhpc"
     ntasks = a.ntasks_per_node or max(a.gpus, 1)
-    cmd = [mlhpc_program(), "train", str(run_dir/"config.yaml"), "--run-dir", str(run_dir)]
+    cmd = [mlhpc_program(), "train", str(run_dir/"config.yaml"), "--run-dir", str(run_dir), *sum((["--set", s] for s in a.set), [])]
     return JobSpec(name=name, run_dir=str(run_dir), command=cmd, time=a.time, nodes=a.nodes, ntasks_per_node=ntasks,
                    cpus_per_task=a.cpus_per_task, gpus_per_node=a.gpus, mem=a.mem, stage_archive=a.stage)
 
+def check_signals(cfg, profile):
+    "Refuse a profile whose early-warning signal the run would not listen to."
+    from ml_hpc.slurm import signal_name
+    if profile.signal != "TERM" and signal_name(profile.signal) != signal_name(cfg.stop_signal):
+        raise MlhpcError(f"the cluster profile's early-warning signal {profile.signal} is not the run's stop_signal {cfg.stop_signal}",
+                         f"use the same signal in both: --set stop_signal={profile.signal}, or signal: {cfg.stop_signal} in the profile")
+
 def cmd_submit(a)->int:
     "Write RUN_DIR/job.sbatch for a run and submit it."
+    if Path(a.config).suffix == ".ipynb": return submit_notebook(a)
     from ml_hpc.config import dump_config
     from ml_hpc.core import atomic_write_text
     from ml_hpc.run import prepare_run_dir, run_paths
-    from ml_hpc.sbatch import sbatch_script
-    from ml_hpc.callback.log import read_status, write_status
+    from ml_hpc.sbatch import sbatch_script, check_time_limit
+    from ml_hpc.rundir import COMPLETED, QUEUED, check_idle, read_status, write_status
     cfg = load_config(a.config, a.set)
-    run_dir = (Path(a.run_dir) if a.run_dir else default_run_dir(a.config)).absolute()
-    if read_status(run_dir).get("state") == "completed":
-        raise MlhpcError(f"run {run_dir} has already completed", "nothing to resume; pass another --run-dir to train again")
+    run_dir = run_dir_for(a.run_dir, a.config).absolute()
+    if read_status(run_dir).get("state") == COMPLETED and not a.overwrite:
+        raise MlhpcError(f"run {run_dir} has already completed", "nothing to resume; to train it again, pass another --run-dir, or --overwrite (the old run is kept, renamed)")
+    check_idle(run_dir)
+    check_time_limit(a.time, cfg.time_margin)
     profile = find_profile(a.profile)
+    check_signals(cfg, profile)
     script = sbatch_script(job_for(a, run_dir, profile), profile)
-    prepare_run_dir(cfg, run_dir)
+    prepare_run_dir(cfg, run_dir, overwrite=a.overwrite)
     if not run_paths(run_dir)["config"].exists(): atomic_write_text(run_paths(run_dir)["config"], dump_config(cfg))
     atomic_write_text(run_dir/"job.sbatch", script)
     if a.dry_run:
@@ -117,7 +180,38 @@ def cmd_submit(a)->int:
         return EXIT_OK
     from ml_hpc.jobs import submit
     job_id = submit(run_dir/"job.sbatch")
-    write_status(run_dir, state="queued", reason=None, job_id=job_id, total_updates=cfg.total_updates)
+    write_status(run_dir, state=QUEUED, reason=None, job_id=job_id, total_updates=cfg.total_updates)
+    print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
+    return EXIT_OK
+
+# %% ../nbs/40_cli.ipynb #1dfeb91e
+def submit_notebook(a)->int:
+    "`mlhpc submit NOTEBOOK`: write RUN_DIR/job.sbatch running `mlhpc run` and submit it."
+    import dataclasses
+    from ml_hpc.config import Config
+    from ml_hpc.core import atomic_write_text
+    from ml_hpc.notebook import claim_run_dir, job_params, record_params
+    from ml_hpc.rundir import COMPLETED, QUEUED, read_status, write_status
+    from ml_hpc.sbatch import check_time_limit, sbatch_script
+    if a.set: raise MlhpcError("--set sets config keys; a notebook takes parameters", "pass -p NAME VALUE (the names in its cell tagged 'parameters')")
+    nb, run_dir = Path(a.config).absolute(), run_dir_for(a.run_dir, a.config).absolute()
+    params, _ = job_params(nb, a.param, a.params_file)
+    claim_run_dir(run_dir, params, a.overwrite)
+    if read_status(run_dir).get("state") == COMPLETED:
+        raise MlhpcError(f"run {run_dir} has already completed", "nothing to resume; to train it again, pass another --run-dir, or --overwrite (the old run is kept, renamed)")
+    check_time_limit(a.time, Config().time_margin)
+    profile = find_profile(a.profile)
+    check_signals(Config(), profile)
+    spec = dataclasses.replace(job_for(a, run_dir, profile), command=[mlhpc_program(), "run", str(nb), "--run-dir", str(run_dir), "-f", str(run_dir/"params.yaml")])
+    script = sbatch_script(spec, profile)
+    record_params(run_dir, params)
+    atomic_write_text(run_dir/"job.sbatch", script)
+    if a.dry_run:
+        print(script, end=""); print(f"# dry run: wrote {run_dir/'job.sbatch'}, submitted nothing", file=sys.stderr)
+        return EXIT_OK
+    from ml_hpc.jobs import submit
+    job_id = submit(run_dir/"job.sbatch")
+    write_status(run_dir, state=QUEUED, reason=None, job_id=job_id, total_updates=params.get("total_updates"))
     print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
     return EXIT_OK
 
@@ -140,8 +234,7 @@ def parser()->argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, dotted keys for nesting (repeatable)")
     t.add_argument("--overwrite", action="store_true", help="if the run directory holds a different run, move it aside (never deleted) and start fresh")
     t.set_defaults(func=cmd_train)
-    r = sub.add_parser("run", help="run a parameterized training notebook as a resumable batch job (papermill)")
-    r.add_argument("notebook"); r.set_defaults(func=_planned("run"))
+    add_run_parser(sub)
     s = sub.add_parser("submit", help="write an sbatch script for a run and submit it to SLURM (requeues itself until done)",
                        description="Write RUN_DIR/job.sbatch for the run a YAML config describes and submit it. The job stops before its time limit or on preemption, saves, and requeues itself until the run completes.")
     s.add_argument("config", help="the YAML config file")
@@ -156,7 +249,9 @@ def parser()->argparse.ArgumentParser:
     s.add_argument("--profile", help="cluster profile YAML (default: $MLHPC_PROFILE or ~/.config/mlhpc/cluster.yaml)")
     s.add_argument("--stage", metavar="ARCHIVE", help="a data archive to unpack into $SLURM_TMPDIR/data before training (seen as $MLHPC_DATA_DIR)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    add_params_args(s)
     s.add_argument("--dry-run", action="store_true", help="write and print the script, submit nothing")
+    s.add_argument("--overwrite", action="store_true", help="if the run directory holds a different or completed run, move it aside (never deleted) and start fresh")
     s.set_defaults(func=cmd_submit)
     w = sub.add_parser("sweep", help="expand a grid of configs (LIST keys) into runs and submit them, skipping finished ones")
     w.add_argument("spec"); w.set_defaults(func=_planned("sweep"))
@@ -170,7 +265,7 @@ def main(argv=None)->int:
     a = parser().parse_args(argv)
     try: code = a.func(a)
     except MlhpcError as e:
-        print(f"error: {e}", file=sys.stderr); code = EXIT_USAGE
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr); code = EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr); code = 130
     sys.exit(code)

@@ -4,17 +4,19 @@
 
 # %% ../nbs/01_config.ipynb #0863b41f
 from __future__ import annotations
-import dataclasses, difflib, inspect, re, typing
+import dataclasses, difflib, inspect, math, re, reprlib, typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 import yaml
 from .core import MlhpcError, redact
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CRITERIA', 'SCHEDULES', 'RULES', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'StageConfig',
-           'CheckpointConfig', 'EarlyStoppingConfig', 'EmaConfig', 'WandbConfig', 'Config', 'field_docs', 'config_rows',
-           'config_table', 'coerce', 'build', 'build_stages', 'get_key', 'validate', 'ConfigLoader', 'parse_yaml',
-           'read_yaml', 'set_override', 'load_config', 'config_dict', 'dump_config', 'config_from_run', 'config_diff']
+__all__ = ['OPTIMIZERS', 'CRITERIA', 'SCHEDULES', 'RULES', 'STAGE_RULES', 'MAX_DEPTH', 'DataConfig', 'ModelConfig',
+           'OptimizerConfig', 'StageConfig', 'CheckpointConfig', 'EarlyStoppingConfig', 'EmaConfig', 'WandbConfig',
+           'Config', 'field_docs', 'config_rows', 'config_table', 'show_value', 'coerce', 'build', 'build_stages',
+           'get_key', 'not_allowed', 'check_rules', 'reported_metrics', 'validate', 'RefusedYaml', 'ConfigLoader',
+           'parse_yaml', 'read_text_file', 'yaml_problem', 'read_yaml', 'set_override', 'load_config', 'config_dict',
+           'dump_config', 'config_from_run', 'config_diff']
 
 # %% ../nbs/01_config.ipynb #1a1a5e2b
 @dataclass
@@ -43,7 +45,7 @@ class OptimizerConfig:
     learning_rate: float = 1e-3  # peak learning rate (the schedule multiplies it)
     weight_decay: float = 0.0  # weight decay (decoupled for AdamW)
     momentum: float = 0.9  # SGD momentum
-    betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas: two numbers in [0, 1)
 
 @dataclass
 class StageConfig:
@@ -103,7 +105,7 @@ class Config:
     deterministic: bool = False  # force deterministic algorithms (slower on GPU)
     device: str = "auto"  # auto (cuda if available, else cpu), cpu or cuda
     time_limit: str = ""  # wall-clock limit of one attempt (MM, HH:MM:SS, D-HH:MM:SS, D-HH); empty: the SLURM job's end time, or none
-    time_margin: float = 60.0  # seconds kept free before the deadline, beyond the measured time of an update, an evaluation and a save
+    time_margin: float|None = None  # seconds kept free before the deadline, beyond the measured update, evaluation and save; null (default): 5% of the attempt, 5 s to 5 min
     stop_signal: str = "USR2"  # signal that asks the run to save and stop early (SIGTERM always does); NCCL may use USR1
     dist_timeout: float = 300.0  # seconds a process waits in a collective for a peer before giving up (a hung rank ends the job)
     log_every: int = 10  # write the buffered per-update rows to stats.csv every N updates
@@ -152,10 +154,35 @@ def config_table()->str:
 # %% ../nbs/01_config.ipynb #fde36844
 def _is_optional(typ): return typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in typing.get_args(typ)
 
-def _bad(key, value, want): return MlhpcError(f"config key '{key}' has value {value!r}, expected {want}", f"fix '{key}' in the YAML file or --set {key}=...")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 6, 6, 3
+
+def show_value(value)->str: # any value from YAML, --set or the environment
+    "A short `repr` of `value` for a one-line message (long strings, big or deep structures are cut)."
+    return _SHORT.repr(value)
+
+def _bad(key, value, want): return MlhpcError(f"config key '{key}' has value {show_value(value)}, expected {want}", f"fix '{key}' in the YAML file or --set {key}=...")
+
+def _number(value)->float|None:
+    "`value` as a float if it is a number or numeric text, else None."
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)): return None
+    try: return float(value)
+    except ValueError: return None
+    except OverflowError: return math.inf
+
+def _whole(value)->int|None:
+    "`value` as an int if it is a whole number (`1e3` is), else None."
+    if isinstance(value, int) and not isinstance(value, bool): return value
+    if isinstance(value, str):
+        try: return int(value.strip().replace("_", ""))
+        except ValueError: pass
+    num = _number(value)
+    return int(num) if num is not None and num.is_integer() else None
+
+_ITEMS = {float: "numbers", int: "whole numbers", str: "strings", bool: "true/false values"}
 
 def coerce(value, # the value read from YAML or --set
-           typ, # the declared type
+           typ, # the declared type: bool, int, float, str, list, list[T], dict or Optional of one
            key:str): # dotted key, for the error message
     "Convert `value` to `typ` where that is lossless (`'1e-3'` -> 0.001), or raise naming `key`."
     if _is_optional(typ):
@@ -165,23 +192,24 @@ def coerce(value, # the value read from YAML or --set
         if isinstance(value, bool): return value
         raise _bad(key, value, "true or false")
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
-        if isinstance(value, str):
-            try: return float(value)
-            except ValueError: pass
-        raise _bad(key, value, "a number")
+        num = _number(value)
+        if num is None: raise _bad(key, value, "a number")
+        if not math.isfinite(num): raise _bad(key, value, "a finite number")
+        return num
     if typ is int:
-        if isinstance(value, int) and not isinstance(value, bool): return value
-        try: num = float(value) if isinstance(value, (str, float)) else None
-        except ValueError: num = None
-        if num is not None and num.is_integer(): return int(num)
-        raise _bad(key, value, "a whole number")
+        num = _whole(value)
+        if num is None: raise _bad(key, value, "a whole number")
+        if not -2**63 <= num < 2**63: raise _bad(key, value, "a whole number between -2**63 and 2**63-1")
+        return num
     if typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool): return str(value)
         raise _bad(key, value, "a string")
-    if typ in (list, dict):
-        if isinstance(value, typ): return value
-        raise _bad(key, value, f"a {'list' if typ is list else 'mapping'}")
+    base, args = typing.get_origin(typ) or typ, typing.get_args(typ)
+    if base in (list, dict):
+        if not isinstance(value, base): raise _bad(key, value, f"a {'list' if base is list else 'mapping'}")
+        if base is not list or not args: return value
+        try: return [coerce(v, args[0], key) for v in value]
+        except MlhpcError: raise _bad(key, value, f"a list of {_ITEMS.get(args[0], args[0])}") from None
     raise TypeError(f"unsupported config type {typ} for {key}")
 
 # %% ../nbs/01_config.ipynb #ebc79eae
@@ -199,11 +227,10 @@ def build(cls, # the dataclass to build
     if not isinstance(d, dict): raise _bad(prefix.rstrip(".") or "config", d, "a mapping of keys to values")
     hints, names, kw = _hints(cls), {f.name for f in fields(cls)}, {}
     for k, v in d.items():
-        key = prefix + str(k)
+        key, typ = prefix + str(k), hints.get(k)
         if k not in names: raise _unknown(key, [prefix + n for n in names] + [r[0] for r in config_rows()])
-        typ = hints[k]
-        if is_dataclass(typ): kw[k] = build(typ, v or {}, key + ".")
-        elif k == "lr_scheduler" and cls is Config: kw[k] = build_stages(v or {}, key)
+        if is_dataclass(typ): kw[k] = build(typ, {} if v is None else v, key + ".")
+        elif k == "lr_scheduler" and cls is Config: kw[k] = build_stages({} if v is None else v, key)
         else: kw[k] = coerce(v, typ, key)
     return cls(**kw)
 
@@ -221,19 +248,38 @@ SCHEDULES = ("LinearLR", "CosineAnnealingLR", "ConstantLR")
 
 def _one_of(*opts): return (lambda v: v in opts, "one of " + ", ".join(map(str, opts)))
 def _at_least(n): return (lambda v: v >= n, f"at least {n}")
+def _parses(f): # f raises MlhpcError for a bad value
+    def ok(v):
+        try: f(v); return True
+        except MlhpcError: return False
+    return ok
+def _time_limit(v): from ml_hpc.slurm import parse_time_limit; return v == "" or parse_time_limit(v)
+def _signal(v): from ml_hpc.slurm import signal_name; return signal_name(v)
 
 RULES = {
     "total_updates": _at_least(1), "epochs": _at_least(0), "batch_size": _at_least(1), "grad_accum_steps": _at_least(1),
     "max_grad_norm": _at_least(0), "log_every": _at_least(1), "precision": _one_of("bfloat16", "float16"),
     "mem_budget": (lambda v: 0 < v <= 1, "in (0, 1]"), "device": _one_of("auto", "cpu", "cuda"),
+    "seed": (lambda v: 0 <= v < 2**63, "between 0 and 2**63-1"),
     "updates_per_epoch": (lambda v: v == -1 or v >= 1, "at least 1, or -1 for one pass over the data"),
+    "time_limit": (_parses(_time_limit), "empty or a SLURM time limit such as 90 (minutes), 01:30:00 or 2-00:00:00"),
+    "stop_signal": (_parses(_signal), "a catchable signal such as USR2, USR1 or TERM"),
     "data.val_fraction": (lambda v: 0 < v < 1, "between 0 and 1"), "data.num_workers": _at_least(0),
+    "data.n_samples": _at_least(1), "data.n_features": _at_least(1), "data.noise": _at_least(0),
+    "model.type": (lambda v: v == "mlp" or ":" in v, "mlp or 'module:function'"),
     "model.criterion": _one_of(*CRITERIA), "model.hidden_dim": _at_least(1), "model.num_layers": _at_least(0),
     "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"), "optimizer.name": _one_of(*OPTIMIZERS),
     "optimizer.learning_rate": (lambda v: v > 0, "greater than 0"), "optimizer.weight_decay": _at_least(0),
-    "time_margin": _at_least(0), "dist_timeout": (lambda v: v > 0, "greater than 0"), "checkpoint.every": _at_least(0), "checkpoint.keep_last": _at_least(0),
-    "early_stopping.patience": _at_least(0), "early_stopping.mode": _one_of("min", "max"),
+    "optimizer.momentum": _at_least(0), "optimizer.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), such as [0.9, 0.999]"),
+    "time_margin": (lambda v: v is None or v >= 0, "at least 0, or null for 5% of the attempt"), "dist_timeout": (lambda v: 0 < v <= 1e9, "greater than 0 and at most 1e9 (seconds)"),
+    "checkpoint.checkpoint_name": (lambda v: v in ("latest", "best") or v.isdigit(), "latest, best or an update number"),
+    "checkpoint.every": _at_least(0), "checkpoint.keep_last": _at_least(0),
+    "early_stopping.patience": _at_least(0), "early_stopping.mode": _one_of("min", "max"), "early_stopping.min_delta": _at_least(0),
     "ema.decay": (lambda v: 0 < v < 1, "between 0 and 1"), "wandb.mode": _one_of("online", "offline", "disabled"),
+}
+STAGE_RULES = {  # for each stage of lr_scheduler
+    "name": _one_of(*SCHEDULES), "num_updates": (lambda v: v == -1 or v >= 1, "at least 1, or -1 for the updates the other stages leave"),
+    "start_factor": _at_least(0), "end_factor": _at_least(0),
 }
 
 # %% ../nbs/01_config.ipynb #b8606cb6
@@ -242,59 +288,113 @@ def get_key(cfg, key:str): # a Config and a dotted key
     for part in key.split("."): cfg = getattr(cfg, part)
     return cfg
 
+def not_allowed(key:str, # the dotted config key
+                value, # its value
+                want:str): # what it must be
+    "The one error for a value of the right type that a rule refuses."
+    return MlhpcError(f"config key '{key}' has value {show_value(value)}, which is not allowed: it must be {want}", f"fix '{key}' in the YAML file or with --set {key}=...")
+
+def check_rules(obj, # a config dataclass
+                rules:dict, # dotted key -> (check, what it must be)
+                prefix:str=""): # dotted prefix of `obj`, for messages
+    "Raise `not_allowed` for the first value of `obj` a rule refuses (None means 'the default' and is not checked)."
+    for key, (ok, want) in rules.items():
+        v = get_key(obj, key)
+        if v is not None and not ok(v): raise not_allowed(prefix + key, v, want)
+
+def reported_metrics(cfg:Config)->list:
+    "The validation metrics a run of `cfg` reports (what the Trainer's `metric_names` will be)."
+    own = ["val_loss"] + (["val_accuracy"] if cfg.model.criterion == "cross_entropy" else [])
+    return own + ([f"ema_{m}" for m in own] if cfg.ema.enabled else [])
+
 def validate(cfg:Config)->Config:
-    "Check every rule in `RULES` and the schedule; raise naming the first bad key."
-    for key, (ok, want) in RULES.items():
-        v = get_key(cfg, key)
-        if not ok(v): raise MlhpcError(f"config key '{key}' has value {v!r}, which is not allowed: it must be {want}", f"fix '{key}' in the YAML file or with --set {key}=...")
-    for name, st in cfg.lr_scheduler.items():
-        if st.name not in SCHEDULES: raise MlhpcError(f"config key 'lr_scheduler.{name}.name' has value {st.name!r}, which is not allowed: it must be one of {', '.join(SCHEDULES)}", "pick a supported stage")
+    "Check `RULES`, each schedule stage and the watched metric; raise naming the first bad key."
+    check_rules(cfg, RULES)
+    for name, st in cfg.lr_scheduler.items(): check_rules(st, STAGE_RULES, f"lr_scheduler.{name}.")
     if sum(s.num_updates == -1 for s in cfg.lr_scheduler.values()) > 1:
         raise MlhpcError("more than one lr_scheduler stage has num_updates: -1", "only one stage can take the remaining updates")
+    metrics = reported_metrics(cfg)
+    if cfg.early_stopping.metric not in metrics: raise not_allowed("early_stopping.metric", cfg.early_stopping.metric, f"a metric this run reports: {', '.join(metrics)}")
     return cfg
 
 # %% ../nbs/01_config.ipynb #00d04172
 _INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+MAX_DEPTH = 32  # nesting levels a config or profile may have (they use 3)
+
+class RefusedYaml(yaml.MarkedYAMLError):
+    "Well-formed YAML that a config may not use: an alias (`*name`), or nesting deeper than `MAX_DEPTH`."
+    def __init__(self, problem:str, mark, hint:str): super().__init__(problem=problem, problem_mark=mark); self.hint = hint
 
 class ConfigLoader(yaml.SafeLoader):
-    "PyYAML's SafeLoader, with YAML 1.2 numbers: no base-60 integers, `1e-3` is a float."
+    "PyYAML's SafeLoader, with YAML 1.2 numbers (no base-60 integers, `1e-3` is a float), no aliases and bounded nesting."
+    depth = 0
+    def compose_node(self, parent, index):
+        ev = self.peek_event()
+        if isinstance(ev, yaml.AliasEvent):
+            raise RefusedYaml(f"uses the YAML alias *{ev.anchor}", ev.start_mark, "write the value out in full: ml_hpc refuses YAML aliases (a few lines of them can expand to gigabytes)")
+        if self.depth >= MAX_DEPTH:
+            raise RefusedYaml(f"is nested more than {MAX_DEPTH} levels deep", ev.start_mark, "is it the right file? configs and cluster profiles are a few levels deep")
+        self.depth += 1
+        try: return super().compose_node(parent, index)
+        finally: self.depth -= 1
 ConfigLoader.yaml_implicit_resolvers = {k: [(t, r) for t, r in v if t not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
                                          for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
 ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 def parse_yaml(text:str): # YAML text
-    "Parse `text` with `ConfigLoader` (safe: plain data only)."
+    "Parse `text` with `ConfigLoader` (safe: plain data only, no aliases, bounded nesting)."
     loader = ConfigLoader(text)
     try: return loader.get_single_data()
     finally: loader.dispose()
 
 # %% ../nbs/01_config.ipynb #fe0deca4
-def read_yaml(path)->dict: # a YAML file
-    "Parse `path` safely, with one-line errors for a missing file or malformed YAML."
-    path = Path(path)
-    if not path.is_file(): raise MlhpcError(f"config file '{path}' not found", "check the path (relative paths are from the current directory)")
-    try: d = parse_yaml(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MlhpcError(f"config file '{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}", "fix the indentation or quoting there") from None
+def read_text_file(path, # the file
+                   what:str="config file")->str: # what it is, for messages
+    "The UTF-8 text of `path`, with one-line errors for a missing, special, unreadable or binary file."
+    p = Path(path)
+    if not p.exists(): raise MlhpcError(f"{what} '{p}' not found", "check the path (relative paths are from the current directory)")
+    if p.is_dir(): raise MlhpcError(f"{what} '{p}' is a directory, not a file", "give the YAML file itself")
+    if not p.is_file(): raise MlhpcError(f"{what} '{p}' is not a regular file (a pipe or a device?)", "write the YAML to a file and give its path")
+    try: data = p.read_bytes()
+    except OSError as e: raise MlhpcError(f"{what} '{p}' cannot be read: {e.strerror}", "check its permissions, or copy it somewhere readable") from None
+    if b"\0" in data: raise MlhpcError(f"{what} '{p}' holds NUL bytes: it is a binary file, not YAML text", "is it the right file?")
+    try: return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MlhpcError(f"{what} '{p}' is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "save it as UTF-8, or check that it is the right file") from None
+
+def yaml_problem(e:yaml.YAMLError)->str:
+    "What is wrong with some YAML, and where, in one line."
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = " ".join(str(getattr(e, "problem", None) or e).split())
+    return f"{problem}{where}" if isinstance(e, RefusedYaml) else f"is not valid YAML{where}: {problem}"
+
+def read_yaml(path, # a YAML file
+              what:str="config file")->dict: # what it is, for messages
+    "Parse `path` safely into a mapping, with one-line errors for anything that is not one."
+    text = read_text_file(path, what)
+    try: d = parse_yaml(text)
+    except yaml.YAMLError as e: raise MlhpcError(f"{what} '{path}' {yaml_problem(e)}", getattr(e, "hint", "fix the indentation or quoting there")) from None
     if d is None: return {}
-    if not isinstance(d, dict): raise MlhpcError(f"config file '{path}' must hold a mapping of keys to values, not {type(d).__name__}", "write it as 'key: value' lines")
+    if not isinstance(d, dict): raise MlhpcError(f"{what} '{path}' must hold a mapping of keys to values, not {type(d).__name__}", "write it as 'key: value' lines")
     return d
 
 # %% ../nbs/01_config.ipynb #792c7acc
 def set_override(d:dict, # the nested config dict to change in place
                  item:str): # 'dotted.key=value'; the value is parsed as YAML
     "Apply one `--set key=value` override to the nested dict `d`."
-    if "=" not in item: raise MlhpcError(f"override '{item}' has no '='", "write it as --set key=value, e.g. --set optimizer.learning_rate=3e-4")
+    how = "write it as --set key=value, e.g. --set optimizer.learning_rate=3e-4"
+    if "=" not in item: raise MlhpcError(f"override {show_value(item)} has no '='", how)
     key, raw = item.split("=", 1)
+    *parents, last = parts = key.strip().split(".")
+    if not all(parts): raise MlhpcError(f"override {show_value(item)} has an empty key" + (f" part in '{key.strip()}'" if key.strip() else ""), how)
     try: value = parse_yaml(raw) if raw.strip() else ""
+    except RefusedYaml as e: raise MlhpcError(f"override {show_value(item)} {e.problem}", e.hint) from None
     except yaml.YAMLError: value = raw
-    *parents, last = key.strip().split(".")
     for p in parents:
-        if not isinstance(d.get(p, {}), dict): raise MlhpcError(f"override '{item}': '{p}' is not a section", "check the key")
+        if not isinstance(d.get(p, {}), dict): raise MlhpcError(f"override {show_value(item)}: '{p}' is not a section", "check the key")
         d = d.setdefault(p, {})
     d[last] = value
 
@@ -318,13 +418,17 @@ def config_dict(cfg:Config)->dict:
     "The config as plain nested dicts and lists."
     return dataclasses.asdict(cfg)
 
+class _NoAliases(yaml.SafeDumper):
+    "Writes a value shared between two keys twice, never as an anchor and alias (which `ConfigLoader` refuses)."
+    def ignore_aliases(self, data): return True
+
 def dump_config(cfg:Config, # the resolved config
                 inferred:dict|None=None # facts found at run time
                )->str:
     "YAML text of the resolved config plus its `inferred` section, secrets removed."
     d = config_dict(cfg)
     if inferred: d["inferred"] = inferred
-    return yaml.safe_dump(redact(d), sort_keys=False)
+    return yaml.dump(redact(d), Dumper=_NoAliases, sort_keys=False)
 
 # %% ../nbs/01_config.ipynb #93fd4868
 def config_from_run(d:dict)->Config: # a parsed run config.yaml

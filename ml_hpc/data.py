@@ -13,7 +13,7 @@ from .core import MlhpcError
 
 # %% auto #0
 __all__ = ['DATASETS', 'split', 'digits_file', 'digits_data', 'regression_data', 'load_object', 'get_data', 'ShardedBatchSampler',
-           'make_loader']
+           'TensorBatches', 'make_loader']
 
 # %% ../nbs/03_data.ipynb #63f9763e
 def split(x, y, # inputs and targets
@@ -55,9 +55,11 @@ def load_object(spec:str, # 'package.module:name'
                 what:str): # what it is, for the error
     "Import the object named by `spec`."
     mod, _, name = spec.partition(":")
-    try: return getattr(importlib.import_module(mod), name)
+    try: obj = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:
         raise MlhpcError(f"cannot load {what} '{spec}': {e}", "give 'module:function' with the module importable (on PYTHONPATH)") from None
+    if not callable(obj): raise MlhpcError(f"{what} '{spec}' is a {type(obj).__name__}, not a function", "give 'module:function' naming a function")
+    return obj
 
 def get_data(cfg): # a DataConfig
     "Build `(train, valid, info)` for `cfg.name`: a built-in name or 'module:function'."
@@ -87,16 +89,29 @@ class ShardedBatchSampler(Sampler):
         "This rank's indices for the current epoch."
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)) if self.shuffle else torch.arange(self.n)
         return perm[self.rank::self.world]
-    def __iter__(self):
+    def batches(self):
+        "This rank's batches from the current position, as index tensors."
         idx = self.indices()
-        for i in range(self.start, len(self)): yield idx[i * self.bs:(i + 1) * self.bs].tolist()
+        for i in range(self.start, len(self)): yield idx[i * self.bs:(i + 1) * self.bs]
+    def __iter__(self):
+        for b in self.batches(): yield b.tolist()
 
 # %% ../nbs/03_data.ipynb #6c493a0e
+class TensorBatches:
+    "Batches of an in-memory `TensorDataset` in the order of `sampler`, indexed directly."
+    def __init__(self, ds:TensorDataset, # the tensors
+                 sampler:ShardedBatchSampler): # their batch order
+        self.ds, self.sampler = ds, sampler
+    def __len__(self): return len(self.sampler)
+    def __iter__(self):
+        for idx in self.sampler.batches(): yield tuple(t[idx] for t in self.ds.tensors)
+
 def make_loader(ds:Dataset, # the dataset
                 sampler:ShardedBatchSampler, # its batch order
                 num_workers:int=0, # worker processes
                 pin_memory:bool=False): # page-locked batches for fast copies to a GPU
-    "A `DataLoader` that follows `sampler` without touching the global RNG."
+    "An iterable of batches that follows `sampler` without touching the global RNG."
+    if isinstance(ds, TensorDataset) and num_workers == 0 and not pin_memory: return TensorBatches(ds, sampler)
     kw = dict(num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=num_workers > 0)
     if isinstance(ds, TensorDataset): return DataLoader(ds, sampler=sampler, batch_size=None, **kw)
     return DataLoader(ds, batch_sampler=sampler, **kw)

@@ -6,9 +6,11 @@
 from __future__ import annotations
 import os, socket
 from dataclasses import dataclass, field
+from fastcore.basics import patch
+from .core import MlhpcError
 
 # %% auto #0
-__all__ = ['RANK_VARS', 'JOB_VARS', 'JobEnv']
+__all__ = ['RANK_VARS', 'JOB_VARS', 'JobEnv', 'env_int']
 
 # %% ../nbs/02_env.ipynb #b6986d04
 RANK_VARS = {  # field: (torchrun variable, SLURM step variable)
@@ -49,29 +51,43 @@ def _launcher(env):
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env: return "slurm"
     return "local"
 
-@classmethod
-def _from_environ(cls, env=None): # a mapping like os.environ (default: os.environ)
+def env_int(env, # a mapping like os.environ
+            var:str, # the variable, which must be set
+            lo:int=0, # smallest allowed value
+            hi:int|None=None)->int: # largest allowed value (None: no limit)
+    "The whole number in `env[var]`, or a one-line error naming the variable and its value."
+    raw = env[var]
+    try: v = int(raw.strip())
+    except ValueError: v = None
+    if v is None or v < lo or (hi is not None and v > hi):
+        want = f"a whole number from {lo} to {hi}" if hi is not None else f"a whole number >= {lo}"
+        raise MlhpcError(f"environment variable {var} has value {raw[:40]!r}, expected {want}", f"unset {var} or fix what sets it (torchrun, srun or your job script)")
+    return v
+
+@patch(cls_method=True)
+def from_environ(cls:JobEnv, env=None): # a mapping like os.environ (default: os.environ)
     "Read the job environment from `env`."
     env = os.environ if env is None else env
     launcher, kw = _launcher(env), {}
     if launcher != "local":
         col = 0 if launcher == "torchrun" else 1
-        kw = {f: int(env[v[col]]) for f, v in RANK_VARS.items() if v[col] in env}
+        kw = {f: env_int(env, v[col], 1 if f == "world_size" else 0) for f, v in RANK_VARS.items() if v[col] in env}
+        if kw.get("rank", 0) >= kw.get("world_size", 1):
+            raise MlhpcError(f"rank {kw['rank']} is not below the world size {kw.get('world_size', 1)} ({'RANK, WORLD_SIZE' if col == 0 else 'SLURM_PROCID, SLURM_STEP_NUM_TASKS'})", "fix the launcher's variables; ranks count from 0")
     kw.update({f: env[v] for f, v in JOB_VARS.items() if v in env and f != "restart_count"})
-    kw["restart_count"] = int(env.get("SLURM_RESTART_COUNT") or env.get("MLHPC_ATTEMPT") or 0)
+    restarts = next((v for v in ("SLURM_RESTART_COUNT", "MLHPC_ATTEMPT") if env.get(v, "").strip()), None)
+    kw["restart_count"] = env_int(env, restarts) if restarts else 0
     if "MASTER_ADDR" in env: kw["master_addr"] = env["MASTER_ADDR"]
-    if "MASTER_PORT" in env: kw["master_port"] = int(env["MASTER_PORT"])
+    if "MASTER_PORT" in env: kw["master_port"] = env_int(env, "MASTER_PORT", 1, 65535)
     return cls(launcher=launcher, **kw)
-JobEnv.from_environ = _from_environ
 
 # %% ../nbs/02_env.ipynb #a7c278d9
-@property
-def _is_main(self): return self.rank == 0
-@property
-def _distributed(self): return self.world_size > 1
-@property
-def _requeue_id(self):
+@patch(as_prop=True)
+def is_main(self:JobEnv): return self.rank == 0
+@patch(as_prop=True)
+def distributed(self:JobEnv): return self.world_size > 1
+@patch(as_prop=True)
+def requeue_id(self:JobEnv):
     "The id `scontrol requeue` needs: an array task by its own id, else the job."
     if self.array_job_id and self.array_task_id: return f"{self.array_job_id}_{self.array_task_id}"
     return self.job_id
-JobEnv.is_main, JobEnv.distributed, JobEnv.requeue_id = _is_main, _distributed, _requeue_id

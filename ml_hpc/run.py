@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging, subprocess, sys, time, warnings
 from datetime import datetime, timedelta
 from pathlib import Path
-import torch
+import torch, yaml
 import torch.distributed as dist
 import ml_hpc
 from .core import MlhpcError, atomic_write_text, load_env
@@ -17,7 +17,8 @@ from .data import get_data
 from .models import get_model, get_loss
 from .trainer import Trainer, seed_everything
 from .checkpoint import CheckpointDir, load_checkpoint
-from .callback.log import RunLogger, ProgressBar, interactive, read_status, write_status, write_rank_error
+from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, usable_run_dir, write_status
+from .callback.log import RunLogger, ProgressBar, interactive, write_rank_error
 from .callback.training import EarlyStoppingCallback, EMACallback
 from .callback.checkpoint import CheckpointCallback
 from .callback.stop import StopCallback
@@ -25,25 +26,30 @@ from .callback.wandb import WandbCallback
 from .slurm import parse_time_limit, signal_name
 
 # %% auto #0
-__all__ = ['RESUME_MAY_CHANGE', 'run_paths', 'check_same_config', 'set_aside', 'git_commit', 'inferred_facts', 'setup_logging',
-           'init_distributed', 'deadline', 'build_callbacks', 'build_trainer', 'restore', 'prepare_run_dir',
-           'train_run']
-
-# %% ../nbs/25_run.ipynb #ffcb6885
-def run_paths(run_dir)->dict: # the run directory
-    "Where each file of a run lives."
-    d = Path(run_dir)
-    return dict(dir=d, config=d/"config.yaml", stats=d/"stats.csv", log=d/"train.log", status=d/"status.json", checkpoints=d/"checkpoints")
+__all__ = ['RESUME_MAY_CHANGE', 'recorded_config', 'check_same_config', 'git_commit', 'inferred_facts', 'init_distributed',
+           'deadline', 'warning_margin', 'build_callbacks', 'build_trainer', 'lost_progress', 'restore',
+           'prepare_run_dir', 'completed_trainer', 'train_run']
 
 # %% ../nbs/25_run.ipynb #f2d9d067
 RESUME_MAY_CHANGE = ("time_limit", "time_margin", "stop_signal", "dist_timeout", "log_every", "device", "data.num_workers", "checkpoint.every", "checkpoint.keep_last", "checkpoint.async_save", "wandb.")
 
+def recorded_config(run_dir)->Config: # an existing run directory
+    "The config recorded in `run_dir/config.yaml`, or `MlhpcError` if it cannot be one."
+    p = run_paths(run_dir)["config"]
+    try:
+        d = parse_yaml(p.read_bytes().decode("utf-8"))
+        if not isinstance(d, dict): raise MlhpcError(f"a YAML {type(d).__name__}, not a mapping")
+        return config_from_run(d)
+    except MlhpcError as e: why = e.msg
+    except UnicodeDecodeError: why = "not UTF-8 text"
+    except yaml.YAMLError as e: why = f"not valid YAML: {(str(e).splitlines() or [''])[0]}"
+    except (OSError, ValueError, TypeError, RecursionError) as e: why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    raise MlhpcError(f"{p} cannot be read as a run config ({why})", "start fresh with another --run-dir, or move the run aside with --overwrite (nothing is deleted)")
+
 def check_same_config(run_dir, # an existing run directory
                       cfg:Config): # the config of this attempt
     "Refuse to resume `run_dir` with a config that computes something different."
-    p = run_paths(run_dir)["config"]
-    try: old = config_from_run(parse_yaml(p.read_text()))
-    except MlhpcError as e: raise MlhpcError(f"{p} cannot be read as a run config ({e.msg})", "start fresh with another --run-dir") from None
+    old = recorded_config(run_dir)
     diff = [(k, a, b) for k, a, b in config_diff(old, cfg) if not k.startswith(RESUME_MAY_CHANGE)]
     if diff:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
@@ -51,14 +57,7 @@ def check_same_config(run_dir, # an existing run directory
                          "to resume it, rerun with its own config.yaml; to start fresh, pass another --run-dir; to replace it, add --overwrite (the old directory is kept, renamed)")
 
 # %% ../nbs/25_run.ipynb #247dccef
-def set_aside(run_dir)->Path: # an existing run directory
-    "Rename `run_dir` to `<run_dir>.old-<timestamp>` and return the new name."
-    run_dir = Path(run_dir)
-    dest = run_dir.with_name(f"{run_dir.name}.old-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    n = 1
-    while dest.exists(): dest, n = dest.with_name(f"{dest.name}-{n}"), n + 1
-    run_dir.rename(dest)
-    return dest
+from .rundir import set_aside  # defined in nbs/07_rundir.ipynb, free of torch: mlhpc run needs it
 
 # %% ../nbs/25_run.ipynb #6296838c
 def git_commit(path=".")->str|None: # a directory inside a git work tree
@@ -78,17 +77,7 @@ def inferred_facts(info:dict, # from the data factory
             "torch_version": str(torch.__version__), "ml_hpc_version": ml_hpc.__version__, "git_commit": git_commit()}
 
 # %% ../nbs/25_run.ipynb #91b01524
-def setup_logging(log_file=None, # train.log, or None for stderr only
-                  quiet:bool=False): # stderr gets warnings only
-    "Send the `ml_hpc` logger to `log_file` and stderr, replacing handlers from an earlier call."
-    log = logging.getLogger("ml_hpc"); log.setLevel(logging.INFO); log.propagate = False
-    for h in list(log.handlers): log.removeHandler(h); h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr)] + ([logging.FileHandler(log_file)] if log_file else [])
-    if quiet: handlers[0].setLevel(logging.WARNING)
-    for h in handlers: h.setFormatter(fmt); log.addHandler(h)
-    logging.captureWarnings(True)
-    return log
+from .callback.log import LogFile, setup_logging  # defined in nbs/12_callback.log.ipynb, free of torch: mlhpc run logs too
 
 # %% ../nbs/25_run.ipynb #16f07608
 def init_distributed(env:JobEnv, # this process
@@ -111,6 +100,15 @@ def deadline(cfg:Config, env:JobEnv, start:float|None=None)->float|None:
         except MlhpcError as e: logging.getLogger("ml_hpc").warning(f"cannot read the job's end time, no deadline: {e}")
     return None
 
+def warning_margin(environ=None)->float|None: # default: os.environ
+    "Seconds the batch script's early warning promises are left (`MLHPC_SIGNAL_MARGIN`), or None."
+    import os
+    v = (os.environ if environ is None else environ).get("MLHPC_SIGNAL_MARGIN", "")
+    try: return float(v) if v.strip() else None
+    except ValueError:
+        logging.getLogger("ml_hpc").warning(f"ignoring MLHPC_SIGNAL_MARGIN={v!r} (not a number): the early warning stops the run at once")
+        return None
+
 # %% ../nbs/25_run.ipynb #8b47bac8
 def build_callbacks(cfg:Config, run_dir, env:JobEnv, attempt:int, show_progress:bool, exiting:bool=False)->list:
     "The callbacks a config asks for."
@@ -124,7 +122,8 @@ def build_callbacks(cfg:Config, run_dir, env:JobEnv, attempt:int, show_progress:
     if cfg.ema.enabled: cbs.append(EMACallback(cfg.ema.decay))
     ck = cfg.checkpoint
     cbs.append(CheckpointCallback(CheckpointDir(p["checkpoints"], ck.keep_last), ck.every, es.metric, es.mode, ck.async_save, env.is_main))
-    cbs.append(StopCallback(deadline(cfg, env), cfg.time_margin, ("SIGTERM", signal_name(cfg.stop_signal)), restore_handlers=not exiting))
+    cbs.append(StopCallback(deadline(cfg, env), cfg.time_margin, ("SIGTERM", signal_name(cfg.stop_signal), "SIGINT"),
+                            warning=cfg.stop_signal, warning_margin=warning_margin(), restore_handlers=not exiting))
     return cbs
 
 def build_trainer(cfg:Config, run_dir, env:JobEnv, attempt:int=1, show_progress:bool=False, cbs=(), exiting:bool=False):
@@ -138,8 +137,19 @@ def build_trainer(cfg:Config, run_dir, env:JobEnv, attempt:int=1, show_progress:
     return trainer, info
 
 # %% ../nbs/25_run.ipynb #b038e412
+def lost_progress(run_dir)->str|None: # the run directory
+    "Why starting `run_dir` over would lose progress (it has no usable checkpoint), or None."
+    ck = run_paths(run_dir)["checkpoints"]
+    if ck.exists() and not ck.is_dir(): return f"{ck} is a file, not the checkpoints folder"
+    saved = read_status(run_dir).get("checkpoint")
+    if saved and not CheckpointDir(ck).exists(): return f"status.json records a checkpoint of update {saved}, but {ck} {'holds none' if ck.is_dir() else 'is missing'}"
+    return None
+
 def restore(trainer:Trainer, cfg:Config, run_dir)->str:
     "Load the state this run should start from; returns a description of what was loaded."
+    if why := lost_progress(run_dir):
+        raise MlhpcError(f"run {run_dir} has progress but no checkpoint to resume from: {why}",
+                         "put its checkpoints/ back (from a backup or wherever it was moved); to start over, pass --overwrite (the run is moved aside, not deleted) or another --run-dir")
     own = CheckpointDir(run_paths(run_dir)["checkpoints"], cfg.checkpoint.keep_last)
     if own.exists():
         with warnings.catch_warnings(record=True) as caught:
@@ -158,32 +168,36 @@ def restore(trainer:Trainer, cfg:Config, run_dir)->str:
 # %% ../nbs/25_run.ipynb #fdb1589a
 def prepare_run_dir(cfg:Config, run_dir, overwrite:bool=False, is_main:bool=True)->int:
     "Check or create `run_dir`; returns this attempt's number (1 for a new run)."
-    p = run_paths(run_dir)
+    p = run_paths(usable_run_dir(run_dir))
     if p["config"].exists():
         if overwrite:
             if is_main: logging.getLogger("ml_hpc").warning(f"--overwrite: the previous run was moved to {set_aside(run_dir)}")
         else: check_same_config(run_dir, cfg)
-    if is_main: p["dir"].mkdir(parents=True, exist_ok=True)
-    return read_status(run_dir).get("attempt", 0) + 1 if p["config"].exists() else 1
+    if is_main:
+        try: p["dir"].mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise MlhpcError(f"cannot create the run directory {run_dir} ({e.strerror})", "pass a --run-dir you may write to") from None
+    n = read_status(run_dir).get("attempt")
+    return (n if isinstance(n, int) else 0) + 1 if p["config"].exists() else 1
 
-def train_run(cfg:Config, # the resolved config
-              run_dir, # the run directory
-              overwrite:bool=False, # set an existing different run aside instead of refusing
-              env:JobEnv|None=None, # default: from the environment
-              show_progress:bool|None=None, # progress bar; default: when interactive
-              cbs=(), # extra callbacks
-              exiting:bool=False): # the process exits after this run (keep signal handlers to the end)
-    "Train (or resume) the run in `run_dir`; returns the trainer after `fit`."
-    load_env(export=True)
-    env = env or JobEnv.from_environ()
-    run_dir = Path(run_dir)
-    attempt = prepare_run_dir(cfg, run_dir, overwrite, env.is_main)
+# %% ../nbs/25_run.ipynb #9bf6e7f0
+def completed_trainer(cfg:Config, run_dir, env:JobEnv, build=None)->Trainer:
+    "The trainer of a completed run with its final state loaded; writes nothing."
+    if env.is_main:
+        setup_logging().info(f"run {run_dir} has already completed: nothing to do (to train again, pass another --run-dir or --overwrite)")
+    init_distributed(env, cfg.dist_timeout)
+    trainer, info = (build or build_trainer)(cfg, run_dir, env, 1, False, (), False)
+    restore(trainer, cfg, run_dir)
+    trainer.state, trainer.metrics = COMPLETED, read_status(run_dir).get("metrics") or {}
+    return trainer
+
+def _attempt(cfg:Config, run_dir:Path, env:JobEnv, attempt:int, show_progress:bool, cbs, exiting:bool, build)->Trainer:
+    "Build, restore and train one attempt of a run (the caller holds the lock)."
     if env.is_main: setup_logging(run_paths(run_dir)["log"])
     init_distributed(env, cfg.dist_timeout)
-    trainer, info = build_trainer(cfg, run_dir, env, attempt, interactive() if show_progress is None else show_progress, cbs, exiting)
+    trainer, info = (build or build_trainer)(cfg, run_dir, env, attempt, show_progress, cbs, exiting)
     try: how = restore(trainer, cfg, run_dir)
     except MlhpcError as e:
-        if env.is_main: write_status(run_dir, state="failed", reason=str(e), attempt=attempt)
+        if env.is_main: write_status(run_dir, state=FAILED, reason=str(e), attempt=attempt)
         raise
     if env.is_main:
         atomic_write_text(run_paths(run_dir)["config"], dump_config(cfg, inferred_facts(info, trainer)))
@@ -192,7 +206,34 @@ def train_run(cfg:Config, # the resolved config
     except BaseException as e:
         if not env.is_main: write_rank_error(run_dir, env.rank, e)
         raise
-    if trainer.state == "stopped" and trainer.update == trainer.start_update:
-        trainer.state, trainer.stop_reason = "failed", f"stopped ({trainer.stop_reason}) without making progress in this attempt; not asking to be resumed"
-        if env.is_main: write_status(run_dir, state="failed", reason=trainer.stop_reason)
+    if trainer.state == STOPPED and trainer.update == trainer.start_update and trainer.stop_reason.startswith("time limit"):
+        trainer.state, trainer.stop_reason = FAILED, f"stopped ({trainer.stop_reason}) without making progress in this attempt; not asking to be resumed"
+        if env.is_main: write_status(run_dir, state=FAILED, reason=trainer.stop_reason)
     return trainer
+
+def _locked(cfg, run_dir:Path, overwrite:bool, env:JobEnv, show_progress:bool, cbs, exiting:bool, build, lock:RunLock|None):
+    "Everything `train_run` does once the main process holds the lock."
+    attempt = prepare_run_dir(cfg, run_dir, overwrite, env.is_main)
+    if lock and not lock.path.exists(): lock.release(); lock.acquire()  # --overwrite moved the old run (and its lock) aside
+    if read_status(run_dir).get("state") == COMPLETED: return completed_trainer(cfg, run_dir, env, build)
+    return _attempt(cfg, run_dir, env, attempt, show_progress, cbs, exiting, build)
+
+def train_run(cfg:Config, # the resolved config
+              run_dir, # the run directory
+              overwrite:bool=False, # set an existing different run aside instead of refusing
+              env:JobEnv|None=None, # default: from the environment
+              show_progress:bool|None=None, # progress bar; default: when interactive
+              cbs=(), # extra callbacks
+              exiting:bool=False, # the process exits after this run (keep signal handlers to the end)
+              build=None): # (cfg, run_dir, env, attempt, show_progress, cbs, exiting) -> (trainer, info); default: `build_trainer` (objects from the config)
+    "Train (or resume) the run in `run_dir` as its only writer; returns the trainer after `fit`."
+    load_env(export=True)
+    env = env or JobEnv.from_environ()
+    run_dir = usable_run_dir(run_dir)
+    show = interactive() if show_progress is None else show_progress
+    if not overwrite and read_status(run_dir).get("state") == COMPLETED:
+        prepare_run_dir(cfg, run_dir, is_main=False)
+        return completed_trainer(cfg, run_dir, env, build)
+    if not env.is_main: return _locked(cfg, run_dir, overwrite, env, show, cbs, exiting, build, None)
+    with RunLock(run_dir, env.requeue_id) as lock:
+        return _locked(cfg, run_dir, overwrite, env, show, cbs, exiting, build, lock)

@@ -4,16 +4,17 @@
 
 # %% ../nbs/21_sbatch.ipynb #5410d9f2
 from __future__ import annotations
-import difflib, os, re, shlex
+import difflib, os, re, shlex, signal
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 import yaml
 from fastcore.basics import patch_to
 from .core import MlhpcError
-from .slurm import parse_time_limit, format_time_limit, signal_name, EXIT_OK, EXIT_RESUME
+from .slurm import parse_time_limit, format_time_limit, signal_name, auto_signal_margin, auto_time_margin, EXIT_OK, EXIT_RESUME
 
 # %% auto #0
-__all__ = ['ClusterProfile', 'profile_from_dict', 'load_profile', 'JobSpec', 'sbatch_options', 'sbatch_script']
+__all__ = ['STARTUP', 'MIN_TRAINING', 'ClusterProfile', 'profile_from_dict', 'load_profile', 'JobSpec', 'check_time_limit',
+           'sbatch_options', 'sbatch_script']
 
 # %% ../nbs/21_sbatch.ipynb #9be49b6c
 _PATTERNS = dict(
@@ -60,9 +61,9 @@ class ClusterProfile:
     setup:list=field(default_factory=list) # trusted shell lines run before training, e.g. ['source ~/venv/bin/activate']
     extra_sbatch:list=field(default_factory=list) # further sbatch options, e.g. ['--constraint=a100']
     requeue_mode:str="requeue" # 'requeue' (scontrol requeue) or 'resubmit' (a follow-up job)
-    max_restarts:int=3 # how many times a stopped run is resumed automatically
+    max_restarts:int=100 # safety cap on automatic resumes (attempts without progress end the chain anyway)
     signal:str="USR2" # early-warning signal sent to the batch shell
-    signal_margin:int=120 # seconds before the time limit the warning is sent
+    signal_margin:int|str="auto" # seconds before the time limit the warning is due; 'auto': 10% of the limit, 10 s to 10 min
     def __post_init__(self): self.validate()
 
 # %% ../nbs/21_sbatch.ipynb #1eb46068
@@ -85,8 +86,15 @@ def validate(self):
         raise MlhpcError(f"invalid requeue_mode {self.requeue_mode!r}", "use 'requeue' (scontrol requeue) or 'resubmit' (a follow-up job)")
     _check_int("max_restarts", self.max_restarts)
     self.signal = signal_name(self.signal).removeprefix("SIG")
-    _check_int("signal_margin", self.signal_margin, 1, 65535)
+    if self.signal_margin != "auto":
+        try: _check_int("signal_margin", self.signal_margin, 1, 65535)
+        except MlhpcError as e: raise MlhpcError(e.msg, e.hint + ", or 'auto'") from None
     return self
+
+@patch_to(ClusterProfile)
+def signal_seconds(self, limit:float)->int: # the job's time limit in seconds
+    "Seconds before the end of a job of `limit` seconds that the warning is due."
+    return auto_signal_margin(limit) if self.signal_margin == "auto" else self.signal_margin
 
 # %% ../nbs/21_sbatch.ipynb #5afb14d9
 def profile_from_dict(d:dict, # keys and values of a profile
@@ -106,10 +114,9 @@ def load_profile(path, # a YAML file, e.g. ~/.config/mlhpc/cluster.yaml
                 )->ClusterProfile:
     "Read and validate a cluster profile."
     p = Path(path).expanduser()
-    if not p.is_file(): raise MlhpcError(f"cluster profile {p} not found", "create it (keys: see ClusterProfile) or pass the right path")
-    try: d = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e: raise MlhpcError(f"cannot parse cluster profile {p}: {e}".replace("\n", " "), "fix the YAML syntax") from None
-    return profile_from_dict(d or {}, source=str(p))
+    if not p.exists(): raise MlhpcError(f"cluster profile {p} not found", "create it (keys: see ClusterProfile) or pass the right path")
+    from ml_hpc.config import read_yaml
+    return profile_from_dict(read_yaml(p, "cluster profile"), source=str(p))
 
 # %% ../nbs/21_sbatch.ipynb #f8a642a9
 @dataclass
@@ -154,6 +161,22 @@ def validate(self):
     if self.stage_archive is not None: self.stage_archive = os.fspath(self.stage_archive)
     return self
 
+# %% ../nbs/21_sbatch.ipynb #4db4d638
+STARTUP = 20. # seconds an attempt may need before its first update (imports, data, model)
+MIN_TRAINING = 10. # seconds of training an attempt must have at least
+
+def check_time_limit(time:str|int, # the job's time limit, e.g. '00:01:00'
+                     time_margin:float|None=None, # the config's time_margin; None: auto_time_margin of the limit
+                    )->float:
+    "The training time an attempt of this limit leaves; an MlhpcError if that is too little to train at all."
+    limit = parse_time_limit(time)
+    margin = auto_time_margin(limit) if time_margin is None else time_margin
+    left = limit - STARTUP - margin
+    if left < MIN_TRAINING:
+        raise MlhpcError(f"time limit {time!r} ({limit:g} s) is too short to train: start-up (~{STARTUP:g} s) and time_margin ({margin:g} s) leave {max(left, 0):g} s",
+                         f"ask for at least {format_time_limit(STARTUP + margin + MIN_TRAINING)} (--time), or lower time_margin")
+    return left
+
 # %% ../nbs/21_sbatch.ipynb #da1af6e0
 def sbatch_options(job:JobSpec, # what the run needs
                    profile:ClusterProfile, # the cluster's settings
@@ -168,7 +191,7 @@ def sbatch_options(job:JobSpec, # what the run needs
     if job.mem: opts.append(f"--mem={job.mem}")
     if job.array: opts.append(f"--array={job.array}")
     log = f"{job.run_dir}/slurm-{'%A_%a' if job.array else '%j'}.out"
-    opts += [f"--signal=B:{profile.signal}@{profile.signal_margin}", "--requeue", "--open-mode=append", f"--output={log}", f"--error={log}"]
+    opts += [f"--signal=B:{profile.signal}@{profile.signal_seconds(parse_time_limit(job.time))}", "--requeue", "--open-mode=append", f"--output={log}", f"--error={log}"]
     return opts + [re.sub(r"^#SBATCH[ \t]+", "", o) for o in profile.extra_sbatch]
 
 # %% ../nbs/21_sbatch.ipynb #343a3266
@@ -177,12 +200,13 @@ def _prologue(job:JobSpec, profile:ClusterProfile)->list:
     jobid = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" if job.array else "$SLURM_JOB_ID"
     count = "${SLURM_RESTART_COUNT:-0}" if profile.requeue_mode == "requeue" else "${MLHPC_ATTEMPT:-0}"
     sigs = dict.fromkeys([profile.signal, "TERM"])
-    return ["child=",
-            'forward() { if [ -n "$child" ]; then echo "mlhpc: got SIG$1, forwarding it to the training process $child";'
-            ' kill -s "$1" "$child" 2>/dev/null; else echo "mlhpc: got SIG$1 before the training started"; fi; }',
-            *(f"trap 'forward {s}' {s}" for s in sigs),
-            f"jobid={jobid}", f"restarts={count}", "export MLHPC_ATTEMPT=$restarts PYTHONUNBUFFERED=1",
-            f'echo "mlhpc: job $jobid starting on $(hostname) at $(date \'+%F %T\') (restart $restarts, max {profile.max_restarts})"']
+    margin = profile.signal_seconds(parse_time_limit(job.time))
+    return ['tmp="${TMPDIR:-/tmp}/mlhpc-$$" term= sent=', 'rm -f "$tmp.pid" "$tmp.status"',
+            'forward() { [ "$1" = TERM ] && term=1; if read -r pid 2>/dev/null < "$tmp.pid"; then echo "mlhpc: got SIG$1, forwarding it to the training process $pid";'
+            ' sent="$sent $2 "; kill -s "$1" "$pid" 2>/dev/null; else echo "mlhpc: got SIG$1 before the training started"; fi; }',
+            *(f"trap 'forward {s} {signal.Signals['SIG' + s].value}' {s}" for s in sigs),
+            f"jobid={jobid}", f"restarts={count}", f"export MLHPC_ATTEMPT=$restarts MLHPC_SIGNAL_MARGIN={margin} PYTHONUNBUFFERED=1",
+            f"""printf 'mlhpc: job %s starting on %s at %(%F %T)T (restart %s, max {profile.max_restarts})\\n' "$jobid" "$HOSTNAME" -1 "$restarts\""""]
 
 # %% ../nbs/21_sbatch.ipynb #3714166d
 def _environment(profile:ClusterProfile)->list:
@@ -202,23 +226,34 @@ def _staging(job:JobSpec)->list:
             f"{unpack} || {{ echo \"mlhpc: staging failed (exit 1)\"; exit 1; }}"]
 
 # %% ../nbs/21_sbatch.ipynb #085407bb
+def _wait_lines()->list:
+    "Wait until the launched subshell has ended, then read the training's status from the file it wrote."
+    return ['while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
+            'read -r status 2>/dev/null < "$tmp.status" || { wait "$child"; status=$?; echo "mlhpc: the training reported no exit status (launcher status $status)"; }']
+
 def _launch(job:JobSpec, profile:ClusterProfile)->list:
-    "Start the training in the background, then wait until it has really exited."
-    cmd, pre = " ".join(map(shlex.quote, job.command)), []
+    "Start the training in the background, wait until it has really exited, and read its status."
+    cmd, pre, R = " ".join(map(shlex.quote, job.command)), [], EXIT_RESUME
     if job.ntasks > 1:
         cpus = f" --cpus-per-task={job.cpus_per_task}" if job.cpus_per_task else ""
         task = f"""bash -c 'trap "" {profile.signal}; exec "$@"' mlhpc-task """ if profile.signal != "TERM" else ""
         cmd = f"srun --kill-on-bad-exit=1 --nodes={job.nodes} --ntasks={job.ntasks} --ntasks-per-node={job.ntasks_per_node}{cpus} {task}{cmd}"
-        pre = ['export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)"',
+        pre = ['scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1 > "$tmp.host"; read -r MASTER_ADDR < "$tmp.host"; export MASTER_ADDR',
                "export MASTER_PORT=$((10000 + SLURM_JOB_ID % 50000))",
                'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"']
     ignore = f"trap '' {profile.signal}; " if profile.signal != "TERM" else ""
     run_status = shlex.quote(f"{job.run_dir}/status.json")
-    return pre + ['started="$(mktemp)"', f"( {ignore}exec {cmd} ) &", "child=$!",
-                  'wait "$child"', 'while kill -0 "$child" 2>/dev/null; do wait "$child"; done', 'wait "$child"; status=$?',
-                  f'if [ "$status" -ne 0 ] && [ "$status" -ne {EXIT_RESUME} ] && [ {run_status} -nt "$started" ] && grep -q \'"state": "stopped"\' {run_status}; then',
-                  f'    echo "mlhpc: the launcher exited $status but the run saved and stopped cleanly: treating it as exit {EXIT_RESUME}"; status={EXIT_RESUME}',
-                  'fi', 'rm -f "$started"']
+    return [*pre, ': > "$tmp.started"',
+            'if [ -n "$term" ]; then', f'    echo "mlhpc: SIGTERM arrived before the training started: not starting it (exit {R})"; status={R}',
+            'else',
+            f"""    ( {ignore}trap : TERM; bash -c 'echo $$ > "$0"; exec "$@"' "$tmp.pid" {cmd}; echo $? > "$tmp.status" ) &""",
+            "    child=$!", *("    " + l for l in _wait_lines()), 'fi',
+            'case "$sent" in *" $((status - 128)) "*)',
+            f'    echo "mlhpc: the training was ended by a signal this script forwarded, before it could handle it (still starting): a stop, not a failure; treating it as exit {R}"; status={R};;',
+            'esac',
+            f'if [ "$status" -ne 0 ] && [ "$status" -ne {R} ] && [ {run_status} -nt "$tmp.started" ] && grep -q \'"state": "stopped"\' {run_status}; then',
+            f'    echo "mlhpc: the launcher exited $status but the run saved and stopped cleanly: treating it as exit {R}"; status={R}',
+            'fi', 'rm -f "$tmp.pid" "$tmp.status" "$tmp.started" "$tmp.host"']
 
 # %% ../nbs/21_sbatch.ipynb #28fda596
 def _decision(job:JobSpec, profile:ClusterProfile)->list:

@@ -11,8 +11,9 @@ from fastcore.basics import patch
 from .core import MlhpcError
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_RESUME', 'parse_time_limit', 'format_time_limit', 'parse_time_left',
-           'parse_squeue_time', 'TimeKeeper', 'signal_name', 'StopSignal']
+__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_RESUME', 'MAX_TIME_LIMIT', 'parse_time_limit', 'format_time_limit',
+           'parse_time_left', 'parse_squeue_time', 'TimeKeeper', 'auto_margin', 'auto_time_margin',
+           'auto_signal_margin', 'signal_name', 'StopSignal', 'signal_reason']
 
 # %% ../nbs/20_slurm.ipynb #be311930
 EXIT_OK = 0      # training completed
@@ -36,6 +37,8 @@ def _slurm_seconds(s:str)->float|None:
     return float(int(d or 0)*86400 + h*3600 + mi*60 + sec)
 
 # %% ../nbs/20_slurm.ipynb #a8a18b11
+MAX_TIME_LIMIT = (2**32 - 3) * 60. # seconds: SLURM keeps limits as 32-bit minutes, the top two values mean NO_VAL and INFINITE
+
 def parse_time_limit(s:str|int, # a SLURM time limit such as '1-12:00:00', or minutes as an int
                     )->float:
     "The time limit `s` in seconds."
@@ -44,6 +47,7 @@ def parse_time_limit(s:str|int, # a SLURM time limit such as '1-12:00:00', or mi
     else: secs = None
     if secs is None: raise MlhpcError(f"cannot read time limit {s!r}", f"write it as {_LIMIT_FORMATS}")
     if secs <= 0: raise MlhpcError(f"time limit {s!r} is not positive", "give the run some time, e.g. '01:00:00'")
+    if secs > MAX_TIME_LIMIT: raise MlhpcError(f"time limit {s!r} is longer than SLURM accepts (at most {MAX_TIME_LIMIT // 60:.0f} minutes)", "ask for what one job really needs, e.g. '2-00:00:00'; the run requeues itself until it completes")
     return secs
 
 # %% ../nbs/20_slurm.ipynb #5c32f0e6
@@ -144,6 +148,23 @@ def __repr__(self:TimeKeeper):
     est = ", ".join(f"{k}<={self.estimate(k):.3g}s" for k in self.kinds)
     return f"TimeKeeper({when}, {est}, margin={self.margin:g}s)"
 
+# %% ../nbs/20_slurm.ipynb #d44b0d56
+def auto_margin(seconds:float|None, # the length of the attempt or job; None when unknown
+                share:float, # the share of it kept as margin
+                lo:float, # at least this many seconds
+                hi:float, # at most this many seconds (also the margin when the length is unknown)
+               )->float:
+    "`share` of `seconds`, kept between `lo` and `hi`."
+    return hi if seconds is None else float(min(max(share*seconds, lo), hi))
+
+def auto_time_margin(seconds:float|None)->float: # the attempt's length
+    "The default `time_margin`: 5% of the attempt, between 5 s and 5 min."
+    return auto_margin(seconds, 0.05, 5., 300.)
+
+def auto_signal_margin(seconds:float)->int: # the job's time limit
+    "The default `signal_margin`: 10% of the limit, between 10 s and 10 min, in whole seconds."
+    return math.ceil(auto_margin(seconds, 0.10, 10., 600.))
+
 # %% ../nbs/20_slurm.ipynb #413b5354
 def signal_name(sig:str|int, # e.g. 'USR2', 'SIGUSR2', 'sigterm' or 12
                )->str:
@@ -158,9 +179,12 @@ def signal_name(sig:str|int, # e.g. 'USR2', 'SIGUSR2', 'sigterm' or 12
 class StopSignal:
     "A flag set by signals: `requested` turns True when one of the installed signals arrives."
     def __init__(self): self.received, self._old = [], {}
-    def _handle(self, signum, frame): self.received.append((signal.Signals(signum).name, time.time()))
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and any(n == name for n, _ in self.received): raise KeyboardInterrupt
+        self.received.append((name, time.time()))
 
-    def install(self, signals=("SIGTERM", "SIGUSR2")): # signal names, e.g. ('TERM', 'USR1')
+    def install(self, signals=("SIGTERM", "SIGUSR2")): # signal names, e.g. ('TERM', 'USR1', 'INT')
         "Route `signals` to this flag; return self."
         for sig in (signal.Signals[signal_name(s)] for s in signals):
             try: old = signal.signal(sig, self._handle)
@@ -178,11 +202,15 @@ class StopSignal:
     def __exit__(self, *exc): self.restore()
 
 # %% ../nbs/20_slurm.ipynb #b5354e48
+def signal_reason(name:str)->str: # a signal name, e.g. 'SIGTERM'
+    "Why a run stopped on signal `name`, in words for status.json."
+    return "interrupted by the user (SIGINT)" if name == "SIGINT" else f"signal {name}"
+
 @patch(as_prop=True)
 def requested(self:StopSignal)->bool: return bool(self.received)
 
 @patch(as_prop=True)
-def reason(self:StopSignal)->str|None: return f"signal {self.received[0][0]}" if self.received else None
+def reason(self:StopSignal)->str|None: return signal_reason(self.received[0][0]) if self.received else None
 
 @patch(as_prop=True)
 def signal_time(self:StopSignal)->float|None: return self.received[0][1] if self.received else None

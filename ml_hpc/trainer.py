@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dataclasses, math, os, random, time
 from contextlib import nullcontext
+from fastcore.basics import patch
 import numpy as np
 import torch, torch.nn as nn
 import torch.distributed as dist
@@ -17,10 +18,10 @@ from .models import metric_sums, finish_metrics
 from .optim import make_optimizer, make_scheduler
 from .callback.core import event_table
 from .checkpoint import FORMAT_VERSION, rng_state, set_rng_state, load_model_state
+from .rundir import RUNNING, STOPPED, COMPLETED, FAILED
 
 # %% auto #0
-__all__ = ['NAN_ADVICE', 'seed_everything', 'NonFiniteLoss', 'resolve_device', 'Trainer', 'next_batch', 'one_update', 'sync',
-           'evaluate', 'validate', 'request_stop', 'fit', 'state_dict', 'load_state_dict']
+__all__ = ['VML_FUNCS', 'NAN_ADVICE', 'seed_everything', 'warm_up_vml', 'NonFiniteLoss', 'resolve_device', 'Trainer']
 
 # %% ../nbs/11_trainer.ipynb #8ddcfe17
 def seed_everything(seed:int, # the run's seed
@@ -31,6 +32,25 @@ def seed_everything(seed:int, # the run's seed
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+
+# %% ../nbs/11_trainer.ipynb #13f63c0d
+VML_FUNCS = ("sqrt", "exp", "log", "log2", "log10", "sin", "cos", "tan", "tanh", "asin", "acos", "atan", "erf", "erfc", "erfinv", "trunc")
+_vml_ready = False
+
+def warm_up_vml()->bool:
+    "Call each oneMKL vector-math function once, single-threaded, so no first call is split across threads; once per process."
+    global _vml_ready
+    if _vml_ready: return False
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        for dtype in (torch.float32, torch.float64):
+            x = torch.linspace(0.1, 0.9, 64, dtype=dtype)
+            for f in VML_FUNCS: getattr(torch, f)(x)
+    finally: torch.set_num_threads(threads)
+    _vml_ready = True
+    return True
+
+warm_up_vml()
 
 # %% ../nbs/11_trainer.ipynb #01887237
 class NonFiniteLoss(MlhpcError):
@@ -55,6 +75,7 @@ class Trainer:
                  classification:bool|None=None, # report accuracy; default: the loss is cross-entropy
                  env:JobEnv|None=None, # this process's rank and world; default: read from the environment
                  **kw): # overrides for top-level fields of cfg, e.g. total_updates=100
+        warm_up_vml()
         self.cfg = dataclasses.replace(cfg or Config(), **kw)
         self.env = env or JobEnv.from_environ()
         self.train_ds, self.valid_ds, self.loss_func = train_ds, valid_ds, loss_func
@@ -77,6 +98,7 @@ class Trainer:
         for f in self._events[event]: f()
 
 # %% ../nbs/11_trainer.ipynb #339419c9
+@patch
 def _setup_data(self:Trainer):
     c, e = self.cfg, self.env
     pin = self.device.type == "cuda"
@@ -86,14 +108,26 @@ def _setup_data(self:Trainer):
     self.valid_loader = make_loader(self.valid_ds, vs, 0, pin)
     self._it = None
 
+@patch
 def _resolve_lengths(self:Trainer):
     c, per_pass = self.cfg, len(self.sampler) // self.cfg.grad_accum_steps
     if per_pass < 1: raise MlhpcError(f"one pass over the data has fewer batches ({len(self.sampler)}) than grad_accum_steps ({c.grad_accum_steps})", "lower grad_accum_steps or batch_size")
     self.updates_per_epoch = per_pass if c.updates_per_epoch == -1 else c.updates_per_epoch
     self.total_updates = c.epochs * self.updates_per_epoch if c.epochs else c.total_updates
-Trainer._setup_data, Trainer._resolve_lengths = _setup_data, _resolve_lengths
+
+@patch(as_prop=True)
+def global_batch(self:Trainer)->int:
+    "Samples one update sees, over all processes."
+    return self.cfg.batch_size * self.cfg.grad_accum_steps * self.env.world_size
+
+@patch(as_prop=True)
+def metric_names(self:Trainer)->list:
+    "Names of the metrics each evaluation reports (callbacks may add theirs)."
+    own = ["val_loss"] + (["val_accuracy"] if self.classification else [])
+    return own + [m for cb in self.cbs for m in getattr(cb, "metric_names", [])]
 
 # %% ../nbs/11_trainer.ipynb #06b2f520
+@patch
 def _setup_model(self:Trainer, model):
     c = self.cfg
     self.module = model.to(self.device)
@@ -108,18 +142,18 @@ def _setup_model(self:Trainer, model):
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
     self.model = model
-Trainer._setup_model = _setup_model
 
 # %% ../nbs/11_trainer.ipynb #ee8e9637
+@patch
 def _setup_precision(self:Trainer):
     c, dev = self.cfg, self.device.type
     if c.amp and dev == "cpu" and c.precision == "float16": raise MlhpcError("amp with precision float16 is not supported on the CPU", "use precision: bfloat16 on the CPU")
     dtype = torch.bfloat16 if c.precision == "bfloat16" else torch.float16
     self.autocast = (lambda: torch.autocast(dev, dtype=dtype)) if c.amp else nullcontext
     self.scaler = torch.amp.GradScaler(dev) if c.amp and c.precision == "float16" else None
-Trainer._setup_precision = _setup_precision
 
 # %% ../nbs/11_trainer.ipynb #1d370e35
+@patch
 def next_batch(self:Trainer):
     "The next training batch on the device; a new pass over the data starts when one ends."
     if self._it is None:
@@ -131,9 +165,9 @@ def next_batch(self:Trainer):
         return self.next_batch()
     self.data_batch += 1
     return xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-Trainer.next_batch = next_batch
 
 # %% ../nbs/11_trainer.ipynb #636bd597
+@patch
 def one_update(self:Trainer):
     "Forward and backward over `grad_accum_steps` micro-batches, then one optimizer step."
     self("before_update")
@@ -152,6 +186,7 @@ def one_update(self:Trainer):
     if self.sched: self.sched.step()
     self("after_update")
 
+@patch
 def _step(self:Trainer):
     if self.cfg.max_grad_norm:
         if self.scaler: self.scaler.unscale_(self.opt)
@@ -159,11 +194,11 @@ def _step(self:Trainer):
     if self.scaler: self.scaler.step(self.opt); self.scaler.update()
     else: self.opt.step()
     self.opt.zero_grad(set_to_none=True)
-Trainer.one_update, Trainer._step = one_update, _step
 
 # %% ../nbs/11_trainer.ipynb #3e414fe3
 NAN_ADVICE = "try amp: false, a lower optimizer.learning_rate, max_grad_norm: 1.0, and check the data for NaN/Inf values"
 
+@patch
 def sync(self:Trainer):
     "Read back buffered per-update losses into `self.rows` and tell the loggers."
     if not self.pending: return
@@ -177,25 +212,26 @@ def sync(self:Trainer):
     bad = next((r["update"] for r in self.rows if not math.isfinite(r["loss"])), None)
     if bad is not None: raise NonFiniteLoss(f"the training loss is {self.rows[bad - self.rows[0]['update']]['loss']} at update {bad}", NAN_ADVICE)
     self("after_sync")
-Trainer.sync = sync
 
 # %% ../nbs/11_trainer.ipynb #033c16b4
-@torch.no_grad()
+@patch
 def evaluate(self:Trainer, model=None, # default: the model being trained
              prefix="val_"): # metric name prefix
     "Mean validation metrics of `model`."
     model = model or self.model
     was_training = model.training; model.eval()
     sums = {}
-    for xb, yb in self.valid_loader:
-        xb, yb = xb.to(self.device), yb.to(self.device)
-        with self.autocast(): out = model(xb)
-        for k, v in metric_sums(out.float(), yb, self.loss_func, self.classification).items(): sums[k] = sums.get(k, 0) + v
+    with torch.no_grad():
+        for xb, yb in self.valid_loader:
+            xb, yb = xb.to(self.device), yb.to(self.device)
+            with self.autocast(): out = model(xb)
+            for k, v in metric_sums(out.float(), yb, self.loss_func, self.classification).items(): sums[k] = sums.get(k, 0) + v
     if self.ddp:
         keys = sorted(sums); t = torch.stack([sums[k] for k in keys]); dist.all_reduce(t); sums = dict(zip(keys, t))
     model.train(was_training)
     return finish_metrics(sums, prefix)
 
+@patch
 def validate(self:Trainer):
     "Evaluate, let callbacks add their metrics, fire `after_epoch`."
     self.sync()
@@ -203,14 +239,15 @@ def validate(self:Trainer):
     self.metrics = {"update": self.update, **self.evaluate()}
     self("after_validate")
     self("after_epoch")
-Trainer.evaluate, Trainer.validate = evaluate, validate
 
 # %% ../nbs/11_trainer.ipynb #d55072b8
+@patch
 def request_stop(self:Trainer, reason:str, # why, for status.json and the log
                  resume:bool): # True: save and ask to be resumed; False: training is over
     "Ask the loop to stop at the next safe point."
     if self.stop_reason is None or (resume and not self.stop_resume): self.stop_reason, self.stop_resume = reason, resume
 
+@patch
 def _agree_stop(self:Trainer)->bool:
     code = 0 if self.stop_reason is None else (2 if self.stop_resume else 1)
     if self.ddp:
@@ -218,14 +255,14 @@ def _agree_stop(self:Trainer)->bool:
         if code and self.stop_reason is None: self.stop_reason = "another process asked to stop"
         self.stop_resume = code == 2
     return code > 0
-Trainer.request_stop, Trainer._agree_stop = request_stop, _agree_stop
 
 # %% ../nbs/11_trainer.ipynb #dd7ce339
+@patch
 def fit(self:Trainer)->str:
     "Train to the end (or to an agreed stop); returns 'completed' or 'stopped'."
     self.model.train()
     self.pending, self._t0 = [], time.perf_counter()
-    self._t_sync, self.state, self.start_update = self._t0, "running", self.update
+    self._t_sync, self.state, self.start_update = self._t0, RUNNING, self.update
     try:
         self("before_fit")
         while self.update < self.total_updates:
@@ -235,25 +272,17 @@ def fit(self:Trainer)->str:
             self("after_iteration")
             if self._agree_stop(): self.sync(); self("before_stop"); break
         self.sync()
-        self.state = "stopped" if self.stop_reason and self.stop_resume else "completed"
+        self.state = STOPPED if self.stop_reason and self.stop_resume else COMPLETED
     except BaseException as e:
-        self.state, self.error = "failed", e
+        self.state, self.error = FAILED, e
         if isinstance(e, KeyboardInterrupt): self.stop_reason = "interrupted"
         raise
     finally:
         self("after_fit")
     return self.state
 
-@property
-def _global_batch(self): return self.cfg.batch_size * self.cfg.grad_accum_steps * self.env.world_size
-@property
-def _metric_names(self):
-    "Names of the metrics each evaluation reports (callbacks may add theirs)."
-    own = ["val_loss"] + (["val_accuracy"] if self.classification else [])
-    return own + [m for cb in self.cbs for m in getattr(cb, "metric_names", [])]
-Trainer.fit, Trainer.global_batch, Trainer.metric_names = fit, _global_batch, _metric_names
-
 # %% ../nbs/11_trainer.ipynb #60701348
+@patch
 def state_dict(self:Trainer)->dict:
     "Everything needed to resume exactly, as one flat dict."
     return {"format_version": FORMAT_VERSION, "model": self.module.state_dict(), "optimizer": self.opt.state_dict(),
@@ -261,6 +290,7 @@ def state_dict(self:Trainer)->dict:
             "update": self.update, "data": {"epoch": self.data_epoch, "batch": self.data_batch}, "rng": rng_state(),
             "callbacks": {cb.name: cb.state_dict() for cb in self.cbs}, "config": dataclasses.asdict(self.cfg)}
 
+@patch
 def load_state_dict(self:Trainer, sd:dict, # from state_dict (or a checkpoint file)
                     restart:bool=True): # False: weights only
     "Restore a saved state: everything, or only the weights."
@@ -273,4 +303,3 @@ def load_state_dict(self:Trainer, sd:dict, # from state_dict (or a checkpoint fi
     set_rng_state(sd["rng"])
     for cb in self.cbs:
         if cb.name in sd.get("callbacks", {}): cb.load_state_dict(sd["callbacks"][cb.name])
-Trainer.state_dict, Trainer.load_state_dict = state_dict, load_state_dict

@@ -7,7 +7,7 @@ test_different_config_never_clobbers_a_run.
 
 Everything runs the real program in subprocesses on the CPU. SIGKILL goes to the whole process group, as when a node dies,
 so DataLoader workers die with their trainer."""
-import os, random, re, shutil, signal, subprocess, time
+import json, os, random, re, shutil, signal, subprocess, time
 from pathlib import Path
 import pandas as pd
 import pytest, torch, yaml
@@ -216,6 +216,8 @@ def test_checkpoint_of_a_newer_format_is_refused(refs, config, tmp_path):
     sd = load_checkpoint(run/"checkpoints/latest.pt")
     (run/"checkpoints/latest.pt").unlink()
     torch.save({**sd, "format_version": FORMAT_VERSION + 1}, run/"checkpoints/latest.pt")
+    st = json.loads((run/"status.json").read_text()); st["state"] = "stopped"  # a completed run is not resumed at all
+    (run/"status.json").write_text(json.dumps(st))
     one_line_error(mlhpc("train", config, "--run-dir", run), f"has format version {FORMAT_VERSION + 1}",
                    f"reads up to version {FORMAT_VERSION}", "upgrade ml_hpc")
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from functools import partial
 from .core import Callback
-from .training import improved, metric_value
+from .training import check_metric, improved, metric_value
 from ..checkpoint import AsyncSaver, CheckpointDir
+from ..rundir import COMPLETED
 
 # %% auto #0
 __all__ = ['CheckpointCallback', 'save']
@@ -25,6 +26,7 @@ class CheckpointCallback(Callback):
         self.ckdir, self.every, self.metric, self.mode, self.is_main = ckdir, every, metric, mode, is_main
         self.saver = AsyncSaver() if async_save else None
         self.best, self.last_saved, self.last_save_seconds, self._due, self._is_best = None, None, 0., False, False
+    def before_fit(self): check_metric(self.trainer, self.metric)
     def after_epoch(self):
         v = metric_value(self.trainer.metrics, self.metric)
         self._is_best = improved(v, self.best, self.mode)
@@ -34,7 +36,7 @@ class CheckpointCallback(Callback):
         if self._due or (self.every and self.trainer.update % self.every == 0): self.save()
     def before_stop(self): self.save()
     def after_fit(self):
-        if self.trainer.state == "completed": self.save()
+        if self.trainer.state == COMPLETED: self.save()
         if self.saver: self.saver.wait()
     def state_dict(self): return {"best": self.best}
     def load_state_dict(self, d): self.best = d["best"]

@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv, json, logging, os, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
-from ..core import atomic_write_text
+from fastcore.basics import patch
+from ..core import MlhpcError, atomic_write_text
+from ..rundir import RUNNING, FAILED, read_status, write_status
 from .core import Callback
 
 # %% auto #0
-__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'write_status', 'read_status', 'write_rank_error',
-           'rank_errors', 'RunLogger', 'after_sync', 'after_validate', 'after_fit', 'ProgressBar', 'interactive']
+__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'write_rank_error', 'rank_errors', 'RunLogger', 'after_sync',
+           'after_validate', 'after_fit', 'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
 
 # %% ../../nbs/12_callback.log.ipynb #65893e7f
 TRAIN_COLS = ["update", "loss", "lr", "samples_per_s", "time"]
@@ -23,31 +25,21 @@ def stats_columns(metric_names): # validation metric names, e.g. ['val_loss', 'v
     return TRAIN_COLS + [m for m in metric_names if m not in TRAIN_COLS]
 
 # %% ../../nbs/12_callback.log.ipynb #150f4efe
+def _update_of(line:str, path:Path)->int:
+    try: return int(float(line.split(",", 1)[0]))
+    except ValueError: raise MlhpcError(f"{path} has a row that does not start with an update number: {line[:40].strip()!r}",
+                                        "stats.csv was edited or damaged: repair or delete that row, then rerun") from None
+
 def truncate_stats(path:Path, # stats.csv
                    upto:int): # the restored update
-    "Drop rows with update > `upto` from `path`; returns the header (None if no file)."
+    "Drop rows with update > `upto` and an unterminated last line from `path`; returns the header (None if none)."
     if not path.exists(): return None
-    lines = path.read_text().splitlines(keepends=True)
-    if not lines: return None
-    keep = [lines[0]] + [l for l in lines[1:] if l.strip() and int(float(l.split(",", 1)[0])) <= upto]
+    try: lines = path.read_bytes().decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError: raise MlhpcError(f"{path} is not UTF-8 text", "stats.csv was damaged: move it aside (mv it to stats.csv.bad) and rerun; the run then starts a new one") from None
+    whole = lines[:-1] if lines and not lines[-1].endswith(("\n", "\r")) else lines
+    keep = whole[:1] + [l for l in whole[1:] if l.strip() and _update_of(l, path) <= upto]
     if len(keep) != len(lines): atomic_write_text(path, "".join(keep))
-    return lines[0].strip().split(",")
-
-# %% ../../nbs/12_callback.log.ipynb #c6a218e1
-def write_status(run_dir, # the run directory
-                 **fields): # the fields to set
-    "Update `run_dir/status.json` with `fields` (merged into what is there)."
-    p = Path(run_dir)/"status.json"
-    st = read_status(run_dir)
-    st.update(fields, updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write_text(p, json.dumps(st, indent=1) + "\n", durable=False)
-    return st
-
-def read_status(run_dir)->dict: # the run directory
-    "The run's status, or {} if it has none."
-    p = Path(run_dir)/"status.json"
-    try: return json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return {}
+    return keep[0].strip().split(",") if keep else None
 
 # %% ../../nbs/12_callback.log.ipynb #1930689e
 def write_rank_error(run_dir, rank:int, err:BaseException): # the run, the failing rank, its error
@@ -78,12 +70,15 @@ class RunLogger(Callback):
         self._f = open(path, "a", newline="")
         self._w = csv.DictWriter(self._f, self.cols, extrasaction="ignore")
         if header is None: self._w.writeheader(); self._f.flush()
-        self._last = time.monotonic()
-        self._status(state="running", reason=None, attempt=self.attempt, job_id=self.job_id, total_updates=t.total_updates)
+        self._last, self._saved = time.monotonic(), None
+        self._ck = next((cb for cb in t.cbs if hasattr(cb, "last_saved")), None)
+        self._status(state=RUNNING, reason=None, attempt=self.attempt, job_id=self.job_id, total_updates=t.total_updates)
         log.info(f"attempt {self.attempt}: training from update {t.update} to {t.total_updates} on {t.device} ({t.env.world_size} process{'es' if t.env.world_size > 1 else ''})")
 
 # %% ../../nbs/12_callback.log.ipynb #454a485f
-def _status(self:RunLogger, **kw): write_status(self.run_dir, **kw, update=self.trainer.update)
+def _status(self:RunLogger, **kw):
+    saved = getattr(self._ck, "last_saved", None)
+    write_status(self.run_dir, **kw, update=self.trainer.update, **({"checkpoint": saved} if saved else {}))
 
 def after_sync(self:RunLogger):
     self._w.writerows(self.trainer.rows); self._f.flush()
@@ -100,12 +95,21 @@ def after_validate(self:RunLogger):
 
 def after_fit(self:RunLogger):
     t = self.trainer
-    if self._f: self._f.close()
-    err = getattr(t, "error", None) if t.state == "failed" else None
+    try:
+        if self._f: self._f.close()
+    except OSError: pass  # the failed write already failed the run (t.error)
+    err = getattr(t, "error", None) if t.state == FAILED else None
     if err is not None: err = "; ".join(rank_errors(self.run_dir) + [f"rank 0: {err}" if t.env.distributed else str(err)])
-    self._status(state=t.state, reason=t.stop_reason if t.state != "failed" else err, metrics=t.metrics)
+    self._status(state=t.state, reason=t.stop_reason if t.state != FAILED else err, metrics=t.metrics)
     log.info(f"{t.state} at update {t.update}" + (f" ({t.stop_reason})" if t.stop_reason else "") + (f": {err}" if err else ""))
 RunLogger._status, RunLogger.after_sync, RunLogger.after_validate, RunLogger.after_fit = _status, after_sync, after_validate, after_fit
+
+# %% ../../nbs/12_callback.log.ipynb #70ecc28f
+@patch
+def after_iteration(self:RunLogger):
+    "Record a new checkpoint in status.json right after it is saved."
+    if self._ck is not None and self._ck.last_saved != self._saved:
+        self._saved = self._ck.last_saved; self._status()
 
 # %% ../../nbs/12_callback.log.ipynb #65711791
 class ProgressBar(Callback):
@@ -122,3 +126,20 @@ def interactive()->bool:
     "True in a terminal or a Jupyter kernel, unless ml_hpc runs it as a batch job (MLHPC_BATCH=1)."
     if os.environ.get("MLHPC_BATCH") == "1": return False
     return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+# %% ../../nbs/12_callback.log.ipynb #78b8c8ea
+class LogFile(logging.FileHandler):
+    "A `FileHandler` that drops a line it cannot write (a full disk) instead of printing a traceback per line."
+    def handleError(self, record): pass
+
+def setup_logging(log_file=None, # train.log, or None for stderr only
+                  quiet:bool=False): # stderr gets warnings only
+    "Send the `ml_hpc` logger to `log_file` and stderr, replacing handlers from an earlier call."
+    log = logging.getLogger("ml_hpc"); log.setLevel(logging.INFO); log.propagate = False
+    for h in list(log.handlers): log.removeHandler(h); h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)] + ([LogFile(log_file)] if log_file else [])
+    if quiet: handlers[0].setLevel(logging.WARNING)
+    for h in handlers: h.setFormatter(fmt); log.addHandler(h)
+    logging.captureWarnings(True)
+    return log

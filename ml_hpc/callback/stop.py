@@ -5,24 +5,30 @@
 # %% ../../nbs/23_callback.stop.ipynb #12e40ae2
 from __future__ import annotations
 import logging, time
+from fastcore.basics import patch
 from .core import Callback
-from ..slurm import StopSignal, TimeKeeper
+from ..rundir import STOPPED
+from ..slurm import StopSignal, TimeKeeper, auto_time_margin, signal_name, signal_reason
 
 # %% auto #0
-__all__ = ['StopCallback', 'after_iteration', 'after_fit']
+__all__ = ['StopCallback']
 
 # %% ../../nbs/23_callback.stop.ipynb #26bab033
 class StopCallback(Callback):
     "Ask the trainer to stop (and be resumed) before `deadline` or when a stop signal arrives."
     order = 85
     def __init__(self, deadline:float|None=None, # epoch seconds; None: no deadline
-                 margin:float=60., # seconds kept in reserve
-                 signals=("SIGTERM", "SIGUSR2"), # signals that ask for a stop
+                 margin:float|None=None, # seconds kept in reserve; None: `auto_time_margin` of the time left at the start
+                 signals=("SIGTERM", "SIGUSR2", "SIGINT"), # signals that ask for a stop
+                 warning:str|None=None, # the early-warning signal among `signals`, e.g. 'USR2'
+                 warning_margin:float|None=None, # seconds the warning promises are left; None: the warning stops at once
                  restore_handlers:bool=True): # put the old handlers back after fit (False for a process about to exit)
-        self.keeper, self.signals, self.restore_handlers = TimeKeeper(deadline, margin), signals, restore_handlers
-        self.flag = StopSignal()
+        self.keeper, self.margin, self.signals, self.restore_handlers = TimeKeeper(deadline, margin or 0.), margin, signals, restore_handlers
+        self.warning = signal_name(warning) if warning else None
+        self.warning_margin, self.flag, self.handled, self.stopped_by, self.why = warning_margin, StopSignal(), 0, None, "time limit"
     def before_fit(self):
         self.flag.install(self.signals)
+        if self.margin is None: self.keeper.margin = auto_time_margin(self.keeper.time_left())
         self.ck = next((cb for cb in self.trainer.cbs if hasattr(cb, "last_save_seconds")), None)
         self._t = time.perf_counter()
     def before_update(self): self._t = time.perf_counter()
@@ -31,15 +37,30 @@ class StopCallback(Callback):
     def after_validate(self): self.keeper.observe("eval", time.perf_counter() - self._tv)
 
 # %% ../../nbs/23_callback.stop.ipynb #46f871d4
+@patch
+def warned(self:StopCallback, when:float): # epoch seconds the warning arrived
+    "Move the deadline to `when + warning_margin` if that is earlier."
+    new = when + self.warning_margin
+    if self.keeper.deadline is None or new < self.keeper.deadline:
+        self.keeper.deadline, self.why = new, f"time limit (early warning {self.warning}, at most {self.warning_margin:g} s left)"
+    logging.getLogger("ml_hpc").info(f"early warning {self.warning}: stopping by {time.strftime('%H:%M:%S', time.localtime(self.keeper.deadline))}")
+
+@patch
 def after_iteration(self:StopCallback):
     t, ck = self.trainer, self.ck
     if ck is not None and ck.last_saved == t.update and ck.last_save_seconds: self.keeper.observe("save", ck.last_save_seconds)
-    if self.flag.requested: return t.request_stop(self.flag.reason, resume=True)
+    for name, when in self.flag.received[self.handled:]:
+        self.handled += 1
+        if name == self.warning and self.warning_margin is not None: self.warned(when)
+        elif self.stopped_by is None:
+            self.stopped_by = (name, when)
+            return t.request_stop(signal_reason(name), resume=True)
     if self.keeper.should_stop(eval_due=(t.update + 1) % t.updates_per_epoch == 0):
-        t.request_stop(f"time limit: {self.keeper.time_left():.0f} s left, one more update and a save need {self.keeper.reserve():.1f} s", resume=True)
+        t.request_stop(f"{self.why}: {self.keeper.time_left():.0f} s left, one more update and a save need {self.keeper.reserve():.1f} s", resume=True)
 
+@patch
 def after_fit(self:StopCallback):
-    if self.flag.requested and self.trainer.state == "stopped":
-        logging.getLogger("ml_hpc").info(f"stopped on {self.flag.reason}: {time.time() - self.flag.signal_time:.2f} s from the signal to a saved checkpoint")
+    if self.stopped_by and self.trainer.state == STOPPED:
+        name, when = self.stopped_by
+        logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(name)}: {time.time() - when:.2f} s from the signal to a saved checkpoint")
     if self.restore_handlers: self.flag.restore()
-StopCallback.after_iteration, StopCallback.after_fit = after_iteration, after_fit

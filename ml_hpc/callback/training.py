@@ -6,10 +6,11 @@
 from __future__ import annotations
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..core import MlhpcError
+from ..config import not_allowed
 from .core import Callback
 
 # %% auto #0
-__all__ = ['improved', 'metric_value', 'EarlyStoppingCallback', 'EMACallback']
+__all__ = ['improved', 'metric_value', 'check_metric', 'EarlyStoppingCallback', 'EMACallback']
 
 # %% ../../nbs/13_callback.training.ipynb #80b7f4a5
 def improved(new:float, # the latest value
@@ -27,6 +28,12 @@ def metric_value(metrics:dict, # the latest evaluation
     if name not in metrics: raise MlhpcError(f"metric '{name}' is not reported by this run (it reports {', '.join(k for k in metrics if k != 'update')})", "set early_stopping.metric to one of those")
     return metrics[name]
 
+def check_metric(trainer, # the trainer about to fit
+                 name:str, # the metric a callback will watch
+                 key:str="early_stopping.metric"): # the config key that named it
+    "Refuse, before the first update, a metric `trainer`'s evaluations will never report."
+    if name not in trainer.metric_names: raise not_allowed(key, name, f"a metric this run reports: {', '.join(trainer.metric_names)}")
+
 # %% ../../nbs/13_callback.training.ipynb #91ba4bee
 class EarlyStoppingCallback(Callback):
     "Stop after `patience` evaluations without improvement of `metric`."
@@ -37,6 +44,7 @@ class EarlyStoppingCallback(Callback):
                  min_delta=0.0): # smallest change that counts
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.best, self.bad = None, 0
+    def before_fit(self): check_metric(self.trainer, self.metric)
     def after_validate(self):
         v = metric_value(self.trainer.metrics, self.metric)
         if improved(v, self.best, self.mode, self.min_delta): self.best, self.bad = v, 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from ..core import redact
 from .core import Callback
-from .log import read_status, write_status
+from ..rundir import FAILED, read_status, write_status
 
 # %% auto #0
 __all__ = ['wandb_id', 'to_log', 'WandbCallback']
@@ -52,4 +52,4 @@ class WandbCallback(Callback):
     def after_fit(self):
         if self.run is None: return
         self.run.summary["state"] = self.trainer.state
-        self.run.finish(exit_code=1 if self.trainer.state == "failed" else 0)
+        self.run.finish(exit_code=1 if self.trainer.state == FAILED else 0)
