@@ -223,11 +223,12 @@ def _clean_temps(self:CheckpointDir):
 
 # %% ../nbs/06_checkpoint.ipynb #cc57a140
 @patch
-def _rotate(self:CheckpointDir, update:int): # the update just saved
-    "Delete numbered checkpoints beyond the last `keep_last` (and any newer than `update`)."
-    older = [u for u in self.updates() if u < update]
-    drop = [u for u in self.updates() if u > update] + older[:max(0, len(older) - (self.keep_last - 1))]
-    for u in drop:
+def _rotate(self:CheckpointDir, update:int, # the update being saved
+            older:int|None=None): # older numbered files to keep; default keep_last - 1 (the new file makes keep_last)
+    "Delete numbered checkpoints newer than `update`, and older ones beyond the newest `older`."
+    found = self.updates(); before = [u for u in found if u < update]
+    keep = self.keep_last - 1 if older is None else older
+    for u in [u for u in found if u > update] + before[:max(0, len(before) - keep)]:
         try: self._file(u).unlink(missing_ok=True)
         except OSError as e: warnings.warn(f"could not delete old checkpoint {self._file(u)}: {e.strerror}")
 
@@ -240,6 +241,7 @@ def save(self:CheckpointDir, state:dict, # a checkpoint dict in the format above
     try: self.root.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise _write_error(e, self.root) from e
     self._clean_temps()
+    if self.keep_last: self._rotate(state["update"], older=self.keep_last)
     f = self._file(state["update"] if self.keep_last else "latest")
     save_checkpoint(state, f)
     if self.keep_last: self._link(f, self._file("latest"))

@@ -11,7 +11,7 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 import pytest
 
-PER_KIND, AT_ONCE = 30, 4
+PER_KIND, AT_ONCE = 16, 4
 PROBE = """
 import sys, torch
 if sys.argv[1] == "protected": import ml_hpc.trainer
