@@ -12,8 +12,8 @@ from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 
 # %% auto #0
 __all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
-           'add_run_parser', 'slurm_state', 'status_line', 'cmd_status', 'mlhpc_program', 'find_profile', 'job_for',
-           'check_signals', 'cmd_submit', 'submit_notebook', 'parser', 'main']
+           'add_run_parser', 'status_line', 'cmd_status', 'mlhpc_program', 'find_profile', 'job_for', 'check_signals',
+           'queue_job', 'cmd_submit', 'submit_notebook', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
@@ -100,11 +100,6 @@ def add_run_parser(sub):
     r.set_defaults(func=cmd_run)
 
 # %% ../nbs/40_cli.ipynb #a525ff64
-def slurm_state(job_id)->str:
-    "SLURM's word on a job ('RUNNING', 'PENDING', ...), or 'unknown to SLURM'."
-    from ml_hpc.rundir import slurm_job_state, GONE_FROM_SLURM
-    return slurm_job_state(job_id) or GONE_FROM_SLURM
-
 def status_line(run_dir)->str: # a run directory
     "One line: the real state, progress, attempts and reason of a run."
     from ml_hpc.rundir import run_state, usable_run_dir
@@ -155,14 +150,33 @@ def check_signals(cfg, profile):
         raise MlhpcError(f"the cluster profile's early-warning signal {profile.signal} is not the run's stop_signal {cfg.stop_signal}",
                          f"use the same signal in both: --set stop_signal={profile.signal}, or signal: {cfg.stop_signal} in the profile")
 
+def queue_job(run_dir:Path, # the run directory; the script is written there as job.sbatch
+              script:str, # the batch script
+              dry_run:bool, # only write and print the script
+              total_updates:int|None, # the run's length, for `mlhpc status` while it waits
+             )->int:
+    "Write RUN_DIR/job.sbatch and submit it (the run is `queued` until the job starts), or only print it for a dry run."
+    from ml_hpc.core import atomic_write_text
+    from ml_hpc.rundir import QUEUED, write_status
+    atomic_write_text(run_dir/"job.sbatch", script)
+    if dry_run:
+        print(script, end=""); print(f"# dry run: wrote {run_dir/'job.sbatch'}, submitted nothing", file=sys.stderr)
+        return EXIT_OK
+    from ml_hpc.jobs import submit
+    job_id = submit(run_dir/"job.sbatch")
+    write_status(run_dir, state=QUEUED, reason=None, job_id=job_id, total_updates=total_updates)
+    print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
+    return EXIT_OK
+
 def cmd_submit(a)->int:
     "Write RUN_DIR/job.sbatch for a run and submit it."
     if Path(a.config).suffix == ".ipynb": return submit_notebook(a)
     from ml_hpc.config import dump_config
     from ml_hpc.core import atomic_write_text
     from ml_hpc.run import prepare_run_dir, run_paths
-    from ml_hpc.sbatch import sbatch_script, check_time_limit
-    from ml_hpc.rundir import COMPLETED, QUEUED, check_idle, read_status, write_status
+    from ml_hpc.sbatch import sbatch_script
+    from ml_hpc.slurm import check_time_limit
+    from ml_hpc.rundir import COMPLETED, check_idle, read_status
     cfg = load_config(a.config, a.set)
     run_dir = run_dir_for(a.run_dir, a.config).absolute()
     if read_status(run_dir).get("state") == COMPLETED and not a.overwrite:
@@ -174,25 +188,17 @@ def cmd_submit(a)->int:
     script = sbatch_script(job_for(a, run_dir, profile), profile)
     prepare_run_dir(cfg, run_dir, overwrite=a.overwrite)
     if not run_paths(run_dir)["config"].exists(): atomic_write_text(run_paths(run_dir)["config"], dump_config(cfg))
-    atomic_write_text(run_dir/"job.sbatch", script)
-    if a.dry_run:
-        print(script, end=""); print(f"# dry run: wrote {run_dir/'job.sbatch'}, submitted nothing", file=sys.stderr)
-        return EXIT_OK
-    from ml_hpc.jobs import submit
-    job_id = submit(run_dir/"job.sbatch")
-    write_status(run_dir, state=QUEUED, reason=None, job_id=job_id, total_updates=cfg.total_updates)
-    print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
-    return EXIT_OK
+    return queue_job(run_dir, script, a.dry_run, cfg.total_updates)
 
 # %% ../nbs/40_cli.ipynb #1dfeb91e
 def submit_notebook(a)->int:
     "`mlhpc submit NOTEBOOK`: write RUN_DIR/job.sbatch running `mlhpc run` and submit it."
     import dataclasses
     from ml_hpc.config import Config
-    from ml_hpc.core import atomic_write_text
     from ml_hpc.notebook import claim_run_dir, job_params, record_params
-    from ml_hpc.rundir import COMPLETED, QUEUED, read_status, write_status
-    from ml_hpc.sbatch import check_time_limit, sbatch_script
+    from ml_hpc.rundir import COMPLETED, read_status
+    from ml_hpc.sbatch import sbatch_script
+    from ml_hpc.slurm import check_time_limit
     if a.set: raise MlhpcError("--set sets config keys; a notebook takes parameters", "pass -p NAME VALUE (the names in its cell tagged 'parameters')")
     nb, run_dir = Path(a.config).absolute(), run_dir_for(a.run_dir, a.config).absolute()
     params, _ = job_params(nb, a.param, a.params_file)
@@ -205,15 +211,7 @@ def submit_notebook(a)->int:
     spec = dataclasses.replace(job_for(a, run_dir, profile), command=[mlhpc_program(), "run", str(nb), "--run-dir", str(run_dir), "-f", str(run_dir/"params.yaml")])
     script = sbatch_script(spec, profile)
     record_params(run_dir, params)
-    atomic_write_text(run_dir/"job.sbatch", script)
-    if a.dry_run:
-        print(script, end=""); print(f"# dry run: wrote {run_dir/'job.sbatch'}, submitted nothing", file=sys.stderr)
-        return EXIT_OK
-    from ml_hpc.jobs import submit
-    job_id = submit(run_dir/"job.sbatch")
-    write_status(run_dir, state=QUEUED, reason=None, job_id=job_id, total_updates=params.get("total_updates"))
-    print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
-    return EXIT_OK
+    return queue_job(run_dir, script, a.dry_run, params.get("total_updates"))
 
 # %% ../nbs/40_cli.ipynb #32124dff
 def _planned(what):

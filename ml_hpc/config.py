@@ -16,7 +16,7 @@ __all__ = ['OPTIMIZERS', 'CRITERIA', 'SCHEDULES', 'RULES', 'STAGE_RULES', 'MAX_D
            'Config', 'field_docs', 'config_rows', 'config_table', 'show_value', 'coerce', 'build', 'build_stages',
            'get_key', 'not_allowed', 'check_rules', 'reported_metrics', 'validate', 'RefusedYaml', 'ConfigLoader',
            'parse_yaml', 'read_text_file', 'yaml_problem', 'read_yaml', 'set_override', 'load_config', 'config_dict',
-           'dump_config', 'config_from_run', 'config_diff']
+           'dump_config', 'config_from_run', 'config_diff', 'show_diff']
 
 # %% ../nbs/01_config.ipynb #1a1a5e2b
 @dataclass
@@ -152,8 +152,6 @@ def config_table()->str:
     return "\n".join(lines + [f"| `{k}` | `{d!r}` | {doc} |" for k, d, doc in config_rows()])
 
 # %% ../nbs/01_config.ipynb #fde36844
-def _is_optional(typ): return typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in typing.get_args(typ)
-
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 6, 6, 3
 
@@ -161,8 +159,7 @@ def show_value(value)->str: # any value from YAML, --set or the environment
     "A short `repr` of `value` for a one-line message (long strings, big or deep structures are cut)."
     return _SHORT.repr(value)
 
-def _bad(key, value, want): return MlhpcError(f"config key '{key}' has value {show_value(value)}, expected {want}", f"fix '{key}' in the YAML file or --set {key}=...")
-
+# %% ../nbs/01_config.ipynb #0a6f93d9
 def _number(value)->float|None:
     "`value` as a float if it is a number or numeric text, else None."
     if isinstance(value, bool) or not isinstance(value, (int, float, str)): return None
@@ -178,6 +175,11 @@ def _whole(value)->int|None:
         except ValueError: pass
     num = _number(value)
     return int(num) if num is not None and num.is_integer() else None
+
+# %% ../nbs/01_config.ipynb #20ddb2a6
+def _is_optional(typ): return typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in typing.get_args(typ)
+
+def _bad(key, value, want): return MlhpcError(f"config key '{key}' has value {show_value(value)}, expected {want}", f"fix '{key}' in the YAML file or --set {key}=...")
 
 _ITEMS = {float: "numbers", int: "whole numbers", str: "strings", bool: "true/false values"}
 
@@ -447,3 +449,10 @@ def _flat(d, prefix=""):
         if isinstance(v, dict) and v: out.update(_flat(v, f"{prefix}{k}."))
         else: out[prefix + k] = v
     return out
+
+# %% ../nbs/01_config.ipynb #d7c06ba3
+def show_diff(diff:list, # (key, old, new) triples, as `config_diff` returns them
+              n:int=3)->str: # how many to show
+    "The first `n` differences as 'key: old -> new; ...', with how many more there are."
+    more = f" (+{len(diff) - n} more)" if len(diff) > n else ""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:n]) + more

@@ -104,7 +104,7 @@ class TensorBatches:
         self.ds, self.sampler = ds, sampler
     def __len__(self): return len(self.sampler)
     def __iter__(self):
-        for idx in self.sampler.batches(): yield tuple(t[idx] for t in self.ds.tensors)
+        for idx in self.sampler.batches(): yield self.ds[idx]
 
 def make_loader(ds:Dataset, # the dataset
                 sampler:ShardedBatchSampler, # its batch order

@@ -11,14 +11,14 @@ import torch, yaml
 import torch.distributed as dist
 import ml_hpc
 from .core import MlhpcError, atomic_write_text, load_env
-from .config import Config, config_dict, config_diff, config_from_run, dump_config, parse_yaml
+from .config import Config, config_dict, config_diff, config_from_run, dump_config, parse_yaml, show_diff
 from .env import JobEnv
 from .data import get_data
 from .models import get_model, get_loss
 from .trainer import Trainer, seed_everything
 from .checkpoint import CheckpointDir, load_checkpoint
-from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, usable_run_dir, write_status
-from .callback.log import RunLogger, ProgressBar, interactive, write_rank_error
+from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, set_aside, usable_run_dir, write_status
+from .callback.log import RunLogger, ProgressBar, interactive, setup_logging, write_rank_error
 from .callback.training import EarlyStoppingCallback, EMACallback
 from .callback.checkpoint import CheckpointCallback
 from .callback.stop import StopCallback
@@ -52,12 +52,8 @@ def check_same_config(run_dir, # an existing run directory
     old = recorded_config(run_dir)
     diff = [(k, a, b) for k, a, b in config_diff(old, cfg) if not k.startswith(RESUME_MAY_CHANGE)]
     if diff:
-        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
-        raise MlhpcError(f"run directory {run_dir} holds a different config ({shown})",
+        raise MlhpcError(f"run directory {run_dir} holds a different config ({show_diff(diff)})",
                          "to resume it, rerun with its own config.yaml; to start fresh, pass another --run-dir; to replace it, add --overwrite (the old directory is kept, renamed)")
-
-# %% ../nbs/25_run.ipynb #247dccef
-from .rundir import set_aside  # defined in nbs/07_rundir.ipynb, free of torch: mlhpc run needs it
 
 # %% ../nbs/25_run.ipynb #6296838c
 def git_commit(path=".")->str|None: # a directory inside a git work tree
@@ -75,9 +71,6 @@ def inferred_facts(info:dict, # from the data factory
     return {**info, "updates_per_epoch": trainer.updates_per_epoch, "total_updates": trainer.total_updates,
             "world_size": trainer.env.world_size, "global_batch_size": trainer.global_batch, "device": str(trainer.device),
             "torch_version": str(torch.__version__), "ml_hpc_version": ml_hpc.__version__, "git_commit": git_commit()}
-
-# %% ../nbs/25_run.ipynb #91b01524
-from .callback.log import LogFile, setup_logging  # defined in nbs/12_callback.log.ipynb, free of torch: mlhpc run logs too
 
 # %% ../nbs/25_run.ipynb #16f07608
 def init_distributed(env:JobEnv, # this process
@@ -190,6 +183,7 @@ def completed_trainer(cfg:Config, run_dir, env:JobEnv, build=None)->Trainer:
     trainer.state, trainer.metrics = COMPLETED, read_status(run_dir).get("metrics") or {}
     return trainer
 
+# %% ../nbs/25_run.ipynb #78fe7c1d
 def _attempt(cfg:Config, run_dir:Path, env:JobEnv, attempt:int, show_progress:bool, cbs, exiting:bool, build)->Trainer:
     "Build, restore and train one attempt of a run (the caller holds the lock)."
     if env.is_main: setup_logging(run_paths(run_dir)["log"])
@@ -211,6 +205,7 @@ def _attempt(cfg:Config, run_dir:Path, env:JobEnv, attempt:int, show_progress:bo
         if env.is_main: write_status(run_dir, state=FAILED, reason=trainer.stop_reason)
     return trainer
 
+# %% ../nbs/25_run.ipynb #d91b3348
 def _locked(cfg, run_dir:Path, overwrite:bool, env:JobEnv, show_progress:bool, cbs, exiting:bool, build, lock:RunLock|None):
     "Everything `train_run` does once the main process holds the lock."
     attempt = prepare_run_dir(cfg, run_dir, overwrite, env.is_main)

@@ -202,20 +202,28 @@ def _claim(self:RunLock)->bool:
 
 # %% ../nbs/07_rundir.ipynb #36cd8e60
 @patch
+def _try(self:RunLock)->tuple|None:
+    "One try: None once the lock is this process's, else the holder's record and the verdict on it."
+    self.kernel = kernel_lock(self.fd)
+    h = _read_record(self.fd)
+    verdict = self._verdict(h)
+    if verdict != "free": return h, verdict
+    if self._claim(): return None
+    return _read_record(self.fd), "alive"
+
+@patch
 def acquire(self:RunLock):
     "Become the run directory's only writer, or raise `MlhpcError` naming the holder."
     key = self.path.absolute()
     if key in _HELD: raise _busy(self.path.parent, _HELD[key].record)
-    self.fd, start, told, blank = _open_lock(self.path), time.monotonic(), False, None
+    self.fd, start, blank, told = _open_lock(self.path), time.monotonic(), None, False
     try:
-        while True:
-            self.kernel = kernel_lock(self.fd)
-            h = _read_record(self.fd)
-            verdict = self._verdict(h)
-            if verdict == "free" and self._claim(): break
-            if verdict == "free": h, verdict = _read_record(self.fd), "alive"
-            blank = blank or time.monotonic() if not h or h.get("unreadable") else None
-            if blank and time.monotonic() - blank < GRACE: time.sleep(0.05); continue
+        while (tried := self._try()) is not None:
+            h, verdict = tried
+            if not h or h.get("unreadable"):
+                blank = blank or time.monotonic()
+                if time.monotonic() - blank < GRACE: time.sleep(0.05); continue
+            else: blank = None
             same_job = self.job_id and h.get("job_id") == self.job_id
             if not same_job or time.monotonic() - start > self.wait_same_job: raise _busy(self.path.parent, h, verdict != "unknown")
             if not told: logging.getLogger("ml_hpc").warning(f"waiting up to {self.wait_same_job:g} s for an earlier attempt of job {self.job_id} ({describe_holder(h)}) to let go of {self.path.parent}")
@@ -275,9 +283,8 @@ def _running_gone(run_dir, st:dict)->tuple|None:
         if s in ACTIVE_JOB_STATES: return None
         if s in WAITING_JOB_STATES: return (QUEUED, f"its SLURM job {job} is back in the queue ({s})")
         return (FAILED, f"its SLURM job {job} is {s if s == GONE_FROM_SLURM else f'no longer running ({s})'}")
-    if lock_is_free(run_dir) and not h.get("host"): return (FAILED, "no process is training it")
-    if lock_is_free(run_dir) and h.get("host"): return (FAILED, f"its process (pid {h.get('pid')} on {h['host']}) is gone")
-    return None
+    if not lock_is_free(run_dir): return None
+    return (FAILED, f"its process (pid {h.get('pid')} on {h['host']}) is gone" if h.get("host") else "no process is training it")
 
 def _queued_gone(st:dict)->tuple|None:
     "(state, why) when a queued run's job is gone without starting it, else None."

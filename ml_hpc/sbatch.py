@@ -4,17 +4,17 @@
 
 # %% ../nbs/21_sbatch.ipynb #5410d9f2
 from __future__ import annotations
-import difflib, os, re, shlex, signal
+import difflib, json, os, re, shlex, signal
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 import yaml
 from fastcore.basics import patch_to
 from .core import MlhpcError
-from .slurm import parse_time_limit, format_time_limit, signal_name, auto_signal_margin, auto_time_margin, EXIT_OK, EXIT_RESUME
+from .rundir import STOPPED
+from .slurm import parse_time_limit, format_time_limit, signal_name, auto_signal_margin, EXIT_OK, EXIT_RESUME
 
 # %% auto #0
-__all__ = ['STARTUP', 'MIN_TRAINING', 'ClusterProfile', 'profile_from_dict', 'load_profile', 'JobSpec', 'check_time_limit',
-           'sbatch_options', 'sbatch_script']
+__all__ = ['ClusterProfile', 'profile_from_dict', 'load_profile', 'JobSpec', 'sbatch_options', 'sbatch_script']
 
 # %% ../nbs/21_sbatch.ipynb #9be49b6c
 _PATTERNS = dict(
@@ -161,22 +161,6 @@ def validate(self):
     if self.stage_archive is not None: self.stage_archive = os.fspath(self.stage_archive)
     return self
 
-# %% ../nbs/21_sbatch.ipynb #4db4d638
-STARTUP = 20. # seconds an attempt may need before its first update (imports, data, model)
-MIN_TRAINING = 10. # seconds of training an attempt must have at least
-
-def check_time_limit(time:str|int, # the job's time limit, e.g. '00:01:00'
-                     time_margin:float|None=None, # the config's time_margin; None: auto_time_margin of the limit
-                    )->float:
-    "The training time an attempt of this limit leaves; an MlhpcError if that is too little to train at all."
-    limit = parse_time_limit(time)
-    margin = auto_time_margin(limit) if time_margin is None else time_margin
-    left = limit - STARTUP - margin
-    if left < MIN_TRAINING:
-        raise MlhpcError(f"time limit {time!r} ({limit:g} s) is too short to train: start-up (~{STARTUP:g} s) and time_margin ({margin:g} s) leave {max(left, 0):g} s",
-                         f"ask for at least {format_time_limit(STARTUP + margin + MIN_TRAINING)} (--time), or lower time_margin")
-    return left
-
 # %% ../nbs/21_sbatch.ipynb #da1af6e0
 def sbatch_options(job:JobSpec, # what the run needs
                    profile:ClusterProfile, # the cluster's settings
@@ -226,34 +210,56 @@ def _staging(job:JobSpec)->list:
             f"{unpack} || {{ echo \"mlhpc: staging failed (exit 1)\"; exit 1; }}"]
 
 # %% ../nbs/21_sbatch.ipynb #085407bb
+def _task_command(job:JobSpec, profile:ClusterProfile)->str:
+    "The training command as one shell line: as it is for one process, under `srun` for several."
+    cmd = " ".join(map(shlex.quote, job.command))
+    if job.ntasks == 1: return cmd
+    cpus = f" --cpus-per-task={job.cpus_per_task}" if job.cpus_per_task else ""
+    task = f"""bash -c 'trap "" {profile.signal}; exec "$@"' mlhpc-task """ if profile.signal != "TERM" else ""
+    return f"srun --kill-on-bad-exit=1 --nodes={job.nodes} --ntasks={job.ntasks} --ntasks-per-node={job.ntasks_per_node}{cpus} {task}{cmd}"
+
+def _rendezvous(job:JobSpec)->list:
+    "Rendezvous address, port and threads per process for several processes; nothing for one."
+    if job.ntasks == 1: return []
+    return ['scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1 > "$tmp.host"; read -r MASTER_ADDR < "$tmp.host"; export MASTER_ADDR',
+            "export MASTER_PORT=$((10000 + SLURM_JOB_ID % 50000))",
+            'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"']
+
+# %% ../nbs/21_sbatch.ipynb #72385f4f
 def _wait_lines()->list:
     "Wait until the launched subshell has ended, then read the training's status from the file it wrote."
     return ['while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
             'read -r status 2>/dev/null < "$tmp.status" || { wait "$child"; status=$?; echo "mlhpc: the training reported no exit status (launcher status $status)"; }']
 
+def _run_training(job:JobSpec, profile:ClusterProfile)->list:
+    "Start the training in a background subshell unless a SIGTERM came first; set `status` to its exit status."
+    ignore = f"trap '' {profile.signal}; " if profile.signal != "TERM" else ""
+    return ['if [ -n "$term" ]; then', f'    echo "mlhpc: SIGTERM arrived before the training started: not starting it (exit {EXIT_RESUME})"; status={EXIT_RESUME}',
+            'else',
+            f"""    ( {ignore}trap : TERM; bash -c 'echo $$ > "$0"; exec "$@"' "$tmp.pid" {_task_command(job, profile)}; echo $? > "$tmp.status" ) &""",
+            "    child=$!", *("    " + l for l in _wait_lines()), 'fi']
+
+# %% ../nbs/21_sbatch.ipynb #ff25e5b1
+def _signal_death_is_stop()->list:
+    "Status 75 when the training died of a signal this script forwarded to it."
+    return ['case "$sent" in *" $((status - 128)) "*)',
+            f'    echo "mlhpc: the training was ended by a signal this script forwarded, before it could handle it (still starting): a stop, not a failure; treating it as exit {EXIT_RESUME}"; status={EXIT_RESUME};;',
+            'esac']
+
+# %% ../nbs/21_sbatch.ipynb #4c66c945
+_STOPPED_JSON = json.dumps({"state": STOPPED})[1:-1]
+
+def _launcher_hid_stop(job:JobSpec)->list:
+    "Status 75 when the launcher failed but the run's status.json, written in this attempt, says it stopped."
+    st, R = shlex.quote(f"{job.run_dir}/status.json"), EXIT_RESUME
+    return [f'if [ "$status" -ne {EXIT_OK} ] && [ "$status" -ne {R} ] && [ {st} -nt "$tmp.started" ] && grep -q {shlex.quote(_STOPPED_JSON)} {st}; then',
+            f'    echo "mlhpc: the launcher exited $status but the run saved and stopped cleanly: treating it as exit {R}"; status={R}', 'fi']
+
+# %% ../nbs/21_sbatch.ipynb #e3027fb1
 def _launch(job:JobSpec, profile:ClusterProfile)->list:
     "Start the training in the background, wait until it has really exited, and read its status."
-    cmd, pre, R = " ".join(map(shlex.quote, job.command)), [], EXIT_RESUME
-    if job.ntasks > 1:
-        cpus = f" --cpus-per-task={job.cpus_per_task}" if job.cpus_per_task else ""
-        task = f"""bash -c 'trap "" {profile.signal}; exec "$@"' mlhpc-task """ if profile.signal != "TERM" else ""
-        cmd = f"srun --kill-on-bad-exit=1 --nodes={job.nodes} --ntasks={job.ntasks} --ntasks-per-node={job.ntasks_per_node}{cpus} {task}{cmd}"
-        pre = ['scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1 > "$tmp.host"; read -r MASTER_ADDR < "$tmp.host"; export MASTER_ADDR',
-               "export MASTER_PORT=$((10000 + SLURM_JOB_ID % 50000))",
-               'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"']
-    ignore = f"trap '' {profile.signal}; " if profile.signal != "TERM" else ""
-    run_status = shlex.quote(f"{job.run_dir}/status.json")
-    return [*pre, ': > "$tmp.started"',
-            'if [ -n "$term" ]; then', f'    echo "mlhpc: SIGTERM arrived before the training started: not starting it (exit {R})"; status={R}',
-            'else',
-            f"""    ( {ignore}trap : TERM; bash -c 'echo $$ > "$0"; exec "$@"' "$tmp.pid" {cmd}; echo $? > "$tmp.status" ) &""",
-            "    child=$!", *("    " + l for l in _wait_lines()), 'fi',
-            'case "$sent" in *" $((status - 128)) "*)',
-            f'    echo "mlhpc: the training was ended by a signal this script forwarded, before it could handle it (still starting): a stop, not a failure; treating it as exit {R}"; status={R};;',
-            'esac',
-            f'if [ "$status" -ne 0 ] && [ "$status" -ne {R} ] && [ {run_status} -nt "$tmp.started" ] && grep -q \'"state": "stopped"\' {run_status}; then',
-            f'    echo "mlhpc: the launcher exited $status but the run saved and stopped cleanly: treating it as exit {R}"; status={R}',
-            'fi', 'rm -f "$tmp.pid" "$tmp.status" "$tmp.started" "$tmp.host"']
+    return [*_rendezvous(job), ': > "$tmp.started"', *_run_training(job, profile), *_signal_death_is_stop(), *_launcher_hid_stop(job),
+            'rm -f "$tmp.pid" "$tmp.status" "$tmp.started" "$tmp.host"']
 
 # %% ../nbs/21_sbatch.ipynb #28fda596
 def _decision(job:JobSpec, profile:ClusterProfile)->list:

@@ -11,9 +11,9 @@ from fastcore.basics import patch
 from .core import MlhpcError
 
 # %% auto #0
-__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_RESUME', 'MAX_TIME_LIMIT', 'parse_time_limit', 'format_time_limit',
-           'parse_time_left', 'parse_squeue_time', 'TimeKeeper', 'auto_margin', 'auto_time_margin',
-           'auto_signal_margin', 'signal_name', 'StopSignal', 'signal_reason']
+__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_USAGE', 'EXIT_RESUME', 'MAX_TIME_LIMIT', 'STARTUP', 'MIN_TRAINING', 'parse_time_limit',
+           'format_time_limit', 'parse_time_left', 'parse_squeue_time', 'TimeKeeper', 'auto_margin', 'auto_time_margin',
+           'auto_signal_margin', 'check_time_limit', 'signal_name', 'StopSignal', 'signal_reason']
 
 # %% ../nbs/20_slurm.ipynb #be311930
 EXIT_OK = 0      # training completed
@@ -164,6 +164,22 @@ def auto_time_margin(seconds:float|None)->float: # the attempt's length
 def auto_signal_margin(seconds:float)->int: # the job's time limit
     "The default `signal_margin`: 10% of the limit, between 10 s and 10 min, in whole seconds."
     return math.ceil(auto_margin(seconds, 0.10, 10., 600.))
+
+# %% ../nbs/20_slurm.ipynb #6a5bf71f
+STARTUP = 20. # seconds an attempt may need before its first update (imports, data, model)
+MIN_TRAINING = 10. # seconds of training an attempt must have at least
+
+def check_time_limit(time:str|int, # the job's time limit, e.g. '00:01:00'
+                     time_margin:float|None=None, # the config's time_margin; None: auto_time_margin of the limit
+                    )->float:
+    "The training time an attempt of this limit leaves; an MlhpcError if that is too little to train at all."
+    limit = parse_time_limit(time)
+    margin = auto_time_margin(limit) if time_margin is None else time_margin
+    left = limit - STARTUP - margin
+    if left < MIN_TRAINING:
+        raise MlhpcError(f"time limit {time!r} ({limit:g} s) is too short to train: start-up (~{STARTUP:g} s) and time_margin ({margin:g} s) leave {max(left, 0):g} s",
+                         f"ask for at least {format_time_limit(STARTUP + margin + MIN_TRAINING)} (--time), or lower time_margin")
+    return left
 
 # %% ../nbs/20_slurm.ipynb #413b5354
 def signal_name(sig:str|int, # e.g. 'USR2', 'SIGUSR2', 'sigterm' or 12

@@ -75,7 +75,6 @@ class Trainer:
                  classification:bool|None=None, # report accuracy; default: the loss is cross-entropy
                  env:JobEnv|None=None, # this process's rank and world; default: read from the environment
                  **kw): # overrides for top-level fields of cfg, e.g. total_updates=100
-        warm_up_vml()
         self.cfg = dataclasses.replace(cfg or Config(), **kw)
         self.env = env or JobEnv.from_environ()
         self.train_ds, self.valid_ds, self.loss_func = train_ds, valid_ds, loss_func

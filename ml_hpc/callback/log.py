@@ -13,8 +13,8 @@ from ..rundir import RUNNING, FAILED, read_status, write_status
 from .core import Callback
 
 # %% auto #0
-__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'write_rank_error', 'rank_errors', 'RunLogger', 'after_sync',
-           'after_validate', 'after_fit', 'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
+__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'write_rank_error', 'rank_errors', 'RunLogger', 'ProgressBar',
+           'interactive', 'LogFile', 'setup_logging']
 
 # %% ../../nbs/12_callback.log.ipynb #65893e7f
 TRAIN_COLS = ["update", "loss", "lr", "samples_per_s", "time"]
@@ -76,24 +76,32 @@ class RunLogger(Callback):
         log.info(f"attempt {self.attempt}: training from update {t.update} to {t.total_updates} on {t.device} ({t.env.world_size} process{'es' if t.env.world_size > 1 else ''})")
 
 # %% ../../nbs/12_callback.log.ipynb #454a485f
+@patch
 def _status(self:RunLogger, **kw):
+    "Merge `kw`, the current update and the latest saved checkpoint into status.json."
     saved = getattr(self._ck, "last_saved", None)
     write_status(self.run_dir, **kw, update=self.trainer.update, **({"checkpoint": saved} if saved else {}))
 
+@patch
 def after_sync(self:RunLogger):
+    "Append the new training rows; a progress line and status.json every `progress_every` seconds."
     self._w.writerows(self.trainer.rows); self._f.flush()
     if time.monotonic() - self._last >= self.progress_every:
         r = self.trainer.rows[-1]
         log.info(f"update {r['update']}/{self.trainer.total_updates} loss {r['loss']:.4g} lr {r['lr']:.3g} {r['samples_per_s']:.0f} samples/s")
         self._status(); self._last = time.monotonic()
 
+@patch
 def after_validate(self:RunLogger):
+    "Append the evaluation's row, log it and record it in status.json."
     m = self.trainer.metrics
     self._w.writerow(m); self._f.flush()
     log.info(f"update {m['update']}/{self.trainer.total_updates} " + " ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "update"))
     self._status()
 
+@patch
 def after_fit(self:RunLogger):
+    "Close stats.csv and record the final state (with every rank's error when it failed)."
     t = self.trainer
     try:
         if self._f: self._f.close()
@@ -102,7 +110,6 @@ def after_fit(self:RunLogger):
     if err is not None: err = "; ".join(rank_errors(self.run_dir) + [f"rank 0: {err}" if t.env.distributed else str(err)])
     self._status(state=t.state, reason=t.stop_reason if t.state != FAILED else err, metrics=t.metrics)
     log.info(f"{t.state} at update {t.update}" + (f" ({t.stop_reason})" if t.stop_reason else "") + (f": {err}" if err else ""))
-RunLogger._status, RunLogger.after_sync, RunLogger.after_validate, RunLogger.after_fit = _status, after_sync, after_validate, after_fit
 
 # %% ../../nbs/12_callback.log.ipynb #70ecc28f
 @patch
@@ -129,8 +136,11 @@ def interactive()->bool:
 
 # %% ../../nbs/12_callback.log.ipynb #78b8c8ea
 class LogFile(logging.FileHandler):
-    "A `FileHandler` that drops a line it cannot write (a full disk) instead of printing a traceback per line."
+    "A `FileHandler` that drops what it cannot write (a full disk) instead of printing a traceback per line or failing to close."
     def handleError(self, record): pass
+    def close(self):
+        try: super().close()
+        except OSError: pass
 
 def setup_logging(log_file=None, # train.log, or None for stderr only
                   quiet:bool=False): # stderr gets warnings only

@@ -36,7 +36,7 @@ class StopCallback(Callback):
     def before_validate(self): self._tv = time.perf_counter()
     def after_validate(self): self.keeper.observe("eval", time.perf_counter() - self._tv)
 
-# %% ../../nbs/23_callback.stop.ipynb #46f871d4
+# %% ../../nbs/23_callback.stop.ipynb #9ceabbe3
 @patch
 def warned(self:StopCallback, when:float): # epoch seconds the warning arrived
     "Move the deadline to `when + warning_margin` if that is earlier."
@@ -45,8 +45,10 @@ def warned(self:StopCallback, when:float): # epoch seconds the warning arrived
         self.keeper.deadline, self.why = new, f"time limit (early warning {self.warning}, at most {self.warning_margin:g} s left)"
     logging.getLogger("ml_hpc").info(f"early warning {self.warning}: stopping by {time.strftime('%H:%M:%S', time.localtime(self.keeper.deadline))}")
 
+# %% ../../nbs/23_callback.stop.ipynb #46f871d4
 @patch
 def after_iteration(self:StopCallback):
+    "At each safe point: record a save's time, act on new signals, and stop when one more update and a save no longer fit."
     t, ck = self.trainer, self.ck
     if ck is not None and ck.last_saved == t.update and ck.last_save_seconds: self.keeper.observe("save", ck.last_save_seconds)
     for name, when in self.flag.received[self.handled:]:
@@ -60,6 +62,7 @@ def after_iteration(self:StopCallback):
 
 @patch
 def after_fit(self:StopCallback):
+    "Log how long a signal took to become a saved checkpoint; put the old handlers back."
     if self.stopped_by and self.trainer.state == STOPPED:
         name, when = self.stopped_by
         logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(name)}: {time.time() - when:.2f} s from the signal to a saved checkpoint")
