@@ -11,17 +11,17 @@ import yaml
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from .core import MlhpcError, atomic_write_text, is_secret_name, load_env
-from .config import coerce, load_config, parse_yaml, read_yaml
+from .config import coerce, load_config, parse_yaml, read_yaml, show_diff
 from .env import JobEnv
-from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, write_status
+from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, set_aside, write_status
 from .callback.stop import StopCallback
 from .slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME, StopSignal
 
 # %% auto #0
 __all__ = ['JOB_VARS', 'job_run_dir', 'notebook_path', 'notebook_run_dir', 'check_not_secret', 'read_params', 'check_same_params',
-           'record_params', 'RunStopped', 'fit_run', 'job_setup', 'kernel_argv', 'check_kernel', 'JobKernelManager',
-           'SignalForwarder', 'notebook_parameters', 'cli_values', 'typed_params', 'keep_outputs', 'job_environ',
-           'rank_outputs', 'execute_job', 'job_params', 'claim_run_dir', 'free_port', 'rank_environ', 'worst_status',
+           'record_params', 'claim_run_dir', 'RunStopped', 'fit_run', 'job_setup', 'kernel_argv', 'check_kernel',
+           'JobKernelManager', 'SignalForwarder', 'notebook_parameters', 'cli_values', 'typed_params', 'keep_outputs',
+           'job_environ', 'rank_outputs', 'execute_job', 'job_params', 'free_port', 'rank_environ', 'worst_status',
            'launch_ranks', 'run_notebook', 'rank_argv']
 
 # %% ../nbs/26_notebook.ipynb #cb34f128
@@ -64,8 +64,7 @@ def check_same_params(run_dir, params:dict): # the run directory and this attemp
     old = read_params(run_dir)
     diff = [(k, old[k], v) for k, v in params.items() if k in old and old[k] != v]
     if diff:
-        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
-        raise MlhpcError(f"run directory {run_dir} holds a run with other parameters ({shown})",
+        raise MlhpcError(f"run directory {run_dir} holds a run with other parameters ({show_diff(diff)})",
                          "to resume it, pass its own parameters (see its params.yaml); to start fresh, use another run directory; to replace it, overwrite it (the old directory is kept, renamed)")
 
 def record_params(run_dir, params:dict): # the run directory and the parameters to add
@@ -74,6 +73,15 @@ def record_params(run_dir, params:dict): # the run directory and the parameters 
     check_same_params(run_dir, params)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(run_dir)/"params.yaml", yaml.safe_dump({**read_params(run_dir), **params}, sort_keys=False))
+
+# %% ../nbs/26_notebook.ipynb #29724cde
+def claim_run_dir(run_dir:Path, # the run directory
+                  params:dict, # all parameters of this run
+                  overwrite:bool=False): # set an earlier run aside instead of checking it
+    "Set an earlier run aside (overwrite) or check it recorded the same parameters."
+    if overwrite and ((run_dir/"params.yaml").exists() or run_paths(run_dir)["config"].exists()):
+        logging.getLogger("ml_hpc").warning(f"--overwrite: the previous run was moved to {set_aside(run_dir)}")
+    check_same_params(run_dir, params)
 
 # %% ../nbs/26_notebook.ipynb #a1ae0215
 class RunStopped(Exception):
@@ -108,15 +116,13 @@ def fit_run(model, train_ds, valid_ds, loss_func, # the notebook's objects, as f
             **config): # config values (see `mlhpc train --help`), sections as dicts: optimizer=dict(learning_rate=3e-3)
     "Train (or resume) the notebook's model in its run directory, exactly as `mlhpc train` would; returns the trainer."
     from ml_hpc.run import train_run
-    from ml_hpc.rundir import set_aside
     cfg, main = load_config(base=config), JobEnv.from_environ().is_main
     run_dir = notebook_run_dir(run_dir)
-    if main and overwrite and (run_paths(run_dir)["config"].exists() or (Path(run_dir)/"params.yaml").exists()) and not job_run_dir():
-        logging.getLogger("ml_hpc").warning(f"overwrite: the previous run was moved to {set_aside(run_dir)}")
+    if main and overwrite and not job_run_dir(): claim_run_dir(run_dir, {}, overwrite=True)
     if params: record_params(run_dir, params) if main else check_same_params(run_dir, params)
-    t = train_run(cfg, run_dir, show_progress=show_progress, cbs=cbs, build=_builder(model, train_ds, valid_ds, loss_func, classification))
+    t = train_run(cfg, run_dir, show_progress=show_progress, cbs=cbs, exiting=_JOB_FLAG is not None,
+                  build=_builder(model, train_ds, valid_ds, loss_func, classification))
     t.run_dir = Path(run_dir)
-    if job_run_dir() and _JOB_FLAG is not None: _JOB_FLAG.install(("SIGTERM", "SIGUSR2"))  # StopCallback put the defaults back
     if job_run_dir() and t.state == STOPPED: raise RunStopped(f"stopped at update {t.update}/{t.total_updates} ({t.stop_reason}); saved, the job asks to be resumed")
     return t
 
@@ -158,16 +164,17 @@ class SignalForwarder:
     def install(self):
         for s in self.signals: self._old[s] = signal.signal(s, self._handle)
         return self
-    def restore(self):
-        for s, old in self._old.items(): signal.signal(s, old)
+    def restore(self, ignore:bool=False): # True: ignore the signals from now on (the notebook has run, the outcome is decided)
+        for s, old in self._old.items(): signal.signal(s, signal.SIG_IGN if ignore else old)
         self._old = {}
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if name == "SIGINT" and name in self.received: raise KeyboardInterrupt
         self.received.append(name)
         sig = signal.SIGTERM if signum == signal.SIGINT else signum
-        if self.pid: os.kill(self.pid, sig)
-        else: self.held.append(sig)
+        if not self.pid: return self.held.append(sig)
+        try: os.kill(self.pid, sig)
+        except ProcessLookupError: pass
     def on_cell_start(self, cell, cell_index):
         "nbclient hook: the kernel is up and has run `job_setup`; deliver held signals."
         self.cell = cell_index
@@ -275,7 +282,7 @@ def execute_job(notebook:Path, # the notebook
         except DeadKernelError: return _failed(run_dir, env, f"the kernel died in cell {fwd.cell} (killed from outside, or out of memory)")
         except Exception as e: return _failed(run_dir, env, f"the notebook could not be executed: {type(e).__name__}: {e}")
         finally:
-            fwd.restore()
+            fwd.restore(ignore=True)
             if partial.exists(): os.replace(partial, where/"output.ipynb")
     if not env.is_main: return EXIT_OK
     state = read_status(run_dir).get("state")
@@ -294,13 +301,6 @@ def job_params(notebook, # the notebook (.ipynb)
     defaults = notebook_parameters(notebook)
     given = typed_params(defaults, {**(read_yaml(params_file) if params_file else {}), **cli_values(pairs, defaults)})
     return {**defaults, **given}, given
-
-def claim_run_dir(run_dir:Path, params:dict, overwrite:bool=False): # the run directory, all parameters, --overwrite
-    "Set an earlier run aside (overwrite) or check it recorded the same parameters."
-    from ml_hpc.rundir import set_aside
-    if overwrite and ((run_dir/"params.yaml").exists() or run_paths(run_dir)["config"].exists()):
-        logging.getLogger("ml_hpc").warning(f"--overwrite: the previous run was moved to {set_aside(run_dir)}")
-    check_same_params(run_dir, params)
 
 # %% ../nbs/26_notebook.ipynb #d672952d
 def free_port()->int:
