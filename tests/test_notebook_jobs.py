@@ -335,17 +335,20 @@ def training_seconds(run_dir):
 
 @pytest.fixture(scope="module")
 def long_run(tmp_path_factory):
-    "An uninterrupted `mlhpc run` of at least 40 s of training on this machine today (longer than a 1-minute attempt holds), found by measuring, and its parameters."
+    """An uninterrupted `mlhpc run` of at least 60 s of training on this machine at its fastest (longer than a 1-minute attempt holds), found by measuring, and its parameters.
+
+    The length is judged at the speed of the fastest stretches of the run (90th percentile of samples_per_s), not its wall time:
+    the job may run while the machine is quieter than during the calibration, and must still need more than one attempt."""
     total = 4000
     for _ in range(4):
         params = ["-p", "total_updates", str(total), "-p", "updates_per_epoch", "500", "-p", "learning_rate", "1e-3"]
         d = tmp_path_factory.mktemp("long")/"run"
         mlhpc("run", NB, "--run-dir", d, *params, check=True, timeout=900)
-        took = training_seconds(d)
-        print(f"calibration: total_updates={total} trained in {took:.0f} s")
-        if took >= 40: return params, d
-        total = math.ceil(total * 50 / max(took, 1) / 500) * 500
-    raise AssertionError(f"could not calibrate: {total} updates still train in {took:.0f} s")
+        fastest = total / (stats(d)["samples_per_s"].dropna().quantile(0.9) / 64)
+        print(f"calibration: total_updates={total} trained in {training_seconds(d):.0f} s, {fastest:.0f} s at the fastest speed seen")
+        if fastest >= 60: return params, d
+        total = math.ceil(total * 75 / max(fastest, 1) / 500) * 500
+    raise AssertionError(f"could not calibrate: {total} updates still train in {fastest:.0f} s at the fastest speed seen")
 
 @pytest.mark.slurm
 def test_slurm_time_limit_requeues_a_notebook_job_to_the_same_weights(slurm, long_run, tmp_path):

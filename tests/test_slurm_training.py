@@ -17,7 +17,7 @@ def LONG(tmp_path_factory):
     "Settings for about 75 s of training on this machine, whatever its speed today: more than one 1-minute SLURM attempt can hold."
     run = tmp_path_factory.mktemp("calibrate")/"run"
     mlhpc("train", ROOT/"examples/digits.yaml", "--run-dir", run, *sum([["--set", s] for s in BASE + ["total_updates=2000"]], []), check=True)
-    per_s = pd.read_csv(run/"stats.csv")["samples_per_s"].dropna().median() / 64
+    per_s = pd.read_csv(run/"stats.csv")["samples_per_s"].dropna().quantile(0.9) / 64  # the fast intervals: the job may run when the machine is quieter than now
     total = int(min(max(per_s * 75 // 4000, 1), 40)) * 4000
     print(f"calibration: {per_s:.0f} updates/s -> total_updates={total}")
     return BASE + [f"total_updates={total}"]
