@@ -11,32 +11,39 @@ import yaml
 from .core import MlhpcError, redact
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CRITERIA', 'SCHEDULES', 'RULES', 'STAGE_RULES', 'MAX_DEPTH', 'DataConfig', 'ModelConfig',
-           'OptimizerConfig', 'StageConfig', 'CheckpointConfig', 'EarlyStoppingConfig', 'EmaConfig', 'WandbConfig',
-           'Config', 'field_docs', 'config_rows', 'config_table', 'show_value', 'coerce', 'build', 'build_stages',
-           'get_key', 'not_allowed', 'check_rules', 'reported_metrics', 'validate', 'RefusedYaml', 'ConfigLoader',
-           'parse_yaml', 'read_text_file', 'yaml_problem', 'read_yaml', 'set_override', 'load_config', 'config_dict',
-           'dump_config', 'config_from_run', 'config_diff', 'show_diff']
+__all__ = ['OPEN_SECTIONS', 'REQUIRED', 'PLAIN', 'OPTIMIZERS', 'CRITERIA', 'METRICS', 'SCHEDULES', 'RULES', 'STAGE_RULES',
+           'MAX_DEPTH', 'DataConfig', 'ModelConfig', 'OptimizerConfig', 'StageConfig', 'CheckpointConfig',
+           'EarlyStoppingConfig', 'EmaConfig', 'WandbConfig', 'Config', 'field_docs', 'config_rows', 'config_table',
+           'show_value', 'coerce', 'build', 'build_stages', 'default_type', 'signature_params', 'takes_any_key',
+           'check_args', 'factory_args', 'build_open', 'get_key', 'not_allowed', 'check_rules', 'reported_metrics',
+           'validate', 'RefusedYaml', 'ConfigLoader', 'parse_yaml', 'read_text_file', 'yaml_problem', 'read_yaml',
+           'set_override', 'load_config', 'config_dict', 'section_dict', 'dump_config', 'config_from_run',
+           'config_diff', 'show_diff', 'config_sources', 'explain_config']
 
 # %% ../nbs/01_config.ipynb #1a1a5e2b
 @dataclass
 class DataConfig:
     "Which data set to train on and how to load it."
-    name: str = "digits"  # digits (scikit-learn's 8x8 images), regression (synthetic), or 'module:function'
+    name: str = "digits"  # digits (scikit-learn's 8x8 images), regression (synthetic), image_folder, tensor_file, or 'module:function' (its keyword arguments are the section's other keys)
+    root: str = ""  # image_folder, tensor_file: the folder or file; a relative path is under $MLHPC_DATA_DIR (the staged copy) or $DATA_DIR
+    image_size: int = 0  # image_folder: resize every image to this many pixels square; 0 keeps the size (all images must then match)
+    grayscale: bool = False  # image_folder: convert the images to one channel
     val_fraction: float = 0.2  # share of the samples held out for validation
     num_workers: int = 0  # DataLoader worker processes per training process
     n_samples: int = 4096  # regression: number of samples
     n_features: int = 16  # regression: number of input features
     noise: float = 0.1  # regression: standard deviation of the target noise
+    kwargs: dict = field(default_factory=dict, metadata={"internal": True})  # a 'module:function' data set's keyword arguments (written flat in the section)
 
 @dataclass
 class ModelConfig:
     "The network and its loss."
-    type: str = "mlp"  # mlp, or 'module:function' taking (config, info) and returning an nn.Module
+    type: str = "mlp"  # mlp, or 'module:function' returning an nn.Module (its keyword arguments are the section's other keys; it gets the data facts if it has a parameter named info)
     hidden_dim: int = 128  # width of each hidden layer
     num_layers: int = 2  # number of hidden layers
     dropout: float = 0.0  # dropout probability after each hidden layer
-    criterion: str = "cross_entropy"  # loss: cross_entropy, mse, mae or rmse
+    criterion: str = "cross_entropy"  # loss: cross_entropy, mse, mae, rmse, or 'module:function' taking (output, target)
+    kwargs: dict = field(default_factory=dict, metadata={"internal": True})  # a 'module:function' model's keyword arguments (written flat in the section)
 
 @dataclass
 class OptimizerConfig:
@@ -46,6 +53,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0  # weight decay (decoupled for AdamW)
     momentum: float = 0.9  # SGD momentum
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW betas: two numbers in [0, 1)
+    decay_bias_norm: bool = True  # also apply weight_decay to biases and normalisation weights (false: only to weight matrices and embeddings, as most transformer recipes do)
 
 @dataclass
 class StageConfig:
@@ -109,6 +117,10 @@ class Config:
     stop_signal: str = "USR2"  # signal that asks the run to save and stop early (SIGTERM always does); NCCL may use USR1
     dist_timeout: float = 300.0  # seconds a process waits in a collective for a peer before giving up (a hung rank ends the job)
     log_every: int = 10  # write the buffered per-update rows to stats.csv every N updates
+    eval_iters: int = 0  # evaluate on at most this many batches per process; 0: the whole validation split
+    eval_batch_size: int = 0  # samples per evaluation batch, per process; 0: batch_size
+    eval_train: bool = False  # also evaluate on a fixed sample of the training split (eval_iters batches, or as many as validation has), reported as train_loss, ...
+    metrics: list[str] = field(default_factory=list)  # extra validation metrics: top5_accuracy, per_class_accuracy, perplexity, or 'module:function' returning per-sample values
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -134,12 +146,13 @@ def field_docs(cls)->dict: # a config dataclass
 
 # %% ../nbs/01_config.ipynb #f322f145
 def _hints(cls): return typing.get_type_hints(cls)
+def _public(cls): return [f for f in fields(cls) if not f.metadata.get("internal")]
 
 def config_rows(cls=Config, # the dataclass to describe
                 prefix=""): # dotted prefix for nested keys
     "One (key, default, description) row per option, nested sections flattened."
     docs, hints, rows = field_docs(cls), _hints(cls), []
-    for f in fields(cls):
+    for f in _public(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if is_dataclass(hints[f.name]): rows += config_rows(hints[f.name], f"{prefix}{f.name}.")
         else: rows.append((prefix + f.name, default, docs.get(f.name, "")))
@@ -222,16 +235,20 @@ def _unknown(key, valid):
     return MlhpcError(f"unknown config key '{key}'", hint)
 
 # %% ../nbs/01_config.ipynb #336804c9
+OPEN_SECTIONS = {ModelConfig: ("model", ("type", "criterion")), DataConfig: ("data set", ("name", "num_workers"))}  # sections that may name a user factory: what it makes; the section's own keys, the factory's first
+
 def build(cls, # the dataclass to build
           d:dict, # its values, as read from YAML
-          prefix=""): # dotted prefix of this section
+          prefix="", # dotted prefix of this section
+          load:bool=True): # load user factories and check their arguments (False: take a recorded config's arguments as they are)
     "Instantiate `cls` from a nested dict, coercing values and rejecting unknown keys."
     if not isinstance(d, dict): raise _bad(prefix.rstrip(".") or "config", d, "a mapping of keys to values")
-    hints, names, kw = _hints(cls), {f.name for f in fields(cls)}, {}
+    if cls in OPEN_SECTIONS and ":" in str(d.get(OPEN_SECTIONS[cls][1][0], "")): return build_open(cls, d, prefix, load)
+    hints, names, kw = _hints(cls), {f.name for f in _public(cls)}, {}
     for k, v in d.items():
         key, typ = prefix + str(k), hints.get(k)
         if k not in names: raise _unknown(key, [prefix + n for n in names] + [r[0] for r in config_rows()])
-        if is_dataclass(typ): kw[k] = build(typ, {} if v is None else v, key + ".")
+        if is_dataclass(typ): kw[k] = build(typ, {} if v is None else v, key + ".", load)
         elif k == "lr_scheduler" and cls is Config: kw[k] = build_stages({} if v is None else v, key)
         else: kw[k] = coerce(v, typ, key)
     return cls(**kw)
@@ -243,9 +260,97 @@ def build_stages(d:dict, # stage name -> stage settings
     if not isinstance(d, dict): raise _bad(key, d, "a mapping of stage names (first_stage, ...) to stages")
     return {name: build(StageConfig, s, f"{key}.{name}.") for name, s in d.items()}
 
+# %% ../nbs/01_config.ipynb #6e54e71a
+REQUIRED = inspect.Parameter.empty  # the "default" of a parameter that must be given
+PLAIN = (type(None), bool, int, float, str, list, dict)  # the types YAML values have
+
+def default_type(default)->type|None: # a parameter's default
+    "The type an unannotated parameter takes from its default: a plain YAML type (a tuple reads as a list), else None (any value)."
+    if isinstance(default, tuple): return list
+    return type(default) if type(default) in PLAIN[1:] else None
+
+def _annotations(func)->dict:
+    target = func.__init__ if isinstance(func, type) else func
+    try: return typing.get_type_hints(target)
+    except Exception: return {k: v for k, v in getattr(target, "__annotations__", {}).items() if not isinstance(v, str)}
+
+def _docs(func)->dict:
+    from fastcore.docments import docments
+    try: return {k: v for k, v in docments(func).items() if v}
+    except Exception: return {}
+
+def signature_params(func)->dict: # a function or class
+    "Map each keyword parameter of `func` to `(type or None, default or REQUIRED, doc)`."
+    hints, docs, out = _annotations(func), _docs(func), {}
+    for name, p in inspect.signature(func).parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY): continue
+        typ = hints.get(name, default_type(p.default) if p.default is not REQUIRED else None)
+        out[name] = (typ, p.default, docs.get(name, ""))
+    return out
+
+def takes_any_key(func)->bool: # a function or class
+    "Whether `func` has a `**kwargs` parameter (it accepts any keyword)."
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
+
+# %% ../nbs/01_config.ipynb #e9c3eceb
+def _plain(v)->bool:
+    if isinstance(v, (list, dict)): return all(map(_plain, v.values() if isinstance(v, dict) else v)) and all(isinstance(k, str) for k in (v if isinstance(v, dict) else []))
+    return isinstance(v, PLAIN) and not (isinstance(v, float) and not math.isfinite(v))
+
+def _coerced(value, typ, default, key, what, how):
+    if typ is None or (value is None and default is None): return value
+    try: return coerce(value, typ, key)
+    except TypeError: return value
+    except MlhpcError as e:
+        if what == "config key" and how is None: raise
+        hint = how.format(key=key, default=default) if how else e.hint
+        raise MlhpcError(e.msg.replace("config key", what, 1), hint) from None
+
+def check_args(given:dict, # the values set (from YAML, --set or -p)
+               params:dict, # name -> (type, default, doc), as `signature_params` gives
+               prefix:str="", # dotted prefix of the names in messages ('model.')
+               any_key:bool=False, # accept names that are not in `params` (the function takes **kwargs)
+               unknown=None, # (key, valid keys) -> the error for an unknown name; default: unknown config key, did you mean ...
+               what:str="config key", # what a name is called in messages
+               how:str|None=None)->dict: # hint for a value of the wrong type, formatted with `key` and `default`
+    "Every argument a function will receive: `given` checked and coerced against `params`, plus the plain defaults."
+    for k in given:
+        if k not in params and not any_key: raise (unknown or _unknown)(prefix + str(k), [prefix + n for n in params])
+    out = {}
+    for name, (typ, default, _) in params.items():
+        key = prefix + name
+        if name in given: out[name] = _coerced(given[name], typ, default, key, what, how)
+        elif default is REQUIRED: raise MlhpcError(f"{what} '{key}' is required and has no default", f"set '{key}' in the YAML file or with --set {key}=...")
+        elif _plain(default): out[name] = default
+    return out | {k: v for k, v in given.items() if k not in params}
+
+# %% ../nbs/01_config.ipynb #3e510805
+def factory_args(spec:str, # 'module:function'
+                 given:dict, # the section's other keys
+                 prefix:str, # dotted prefix of the section ('model.')
+                 what:str)->dict: # what it makes, for messages
+    "Load the factory `spec` and check `given` against its keyword parameters (all but `info`)."
+    from ml_hpc.data import load_object
+    f = load_object(spec, what)
+    if "info" in given: raise MlhpcError(f"config key '{prefix}info' is reserved: a factory gets the data facts as its info argument", f"remove '{prefix}info' from the config, or rename that parameter of {spec}")
+    params = {k: p for k, p in signature_params(f).items() if k != "info"}
+    return check_args(given, params, prefix, any_key=takes_any_key(f))
+
+def build_open(cls, # ModelConfig or DataConfig
+               d:dict, # the section, as read from YAML
+               prefix:str, # dotted prefix of the section
+               load:bool=True): # load the factory and check its arguments (False: take them as recorded)
+    "A section that names a user factory: its own keys built as usual, every other key one of the factory's arguments."
+    what, own = OPEN_SECTIONS[cls]
+    sec = cls(**{k: coerce(d[k], _hints(cls)[k], prefix + k) for k in own if k in d})
+    args = {k: v for k, v in d.items() if k not in own}
+    sec.kwargs = factory_args(getattr(sec, own[0]), args, prefix, what) if load else args
+    return sec
+
 # %% ../nbs/01_config.ipynb #872c75fa
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
 CRITERIA = ("cross_entropy", "mse", "mae", "rmse")
+METRICS = ("top5_accuracy", "per_class_accuracy", "perplexity")
 SCHEDULES = ("LinearLR", "CosineAnnealingLR", "ConstantLR")
 
 def _one_of(*opts): return (lambda v: v in opts, "one of " + ", ".join(map(str, opts)))
@@ -260,16 +365,17 @@ def _signal(v): from ml_hpc.slurm import signal_name; return signal_name(v)
 
 RULES = {
     "total_updates": _at_least(1), "epochs": _at_least(0), "batch_size": _at_least(1), "grad_accum_steps": _at_least(1),
-    "max_grad_norm": _at_least(0), "log_every": _at_least(1), "precision": _one_of("bfloat16", "float16"),
+    "max_grad_norm": _at_least(0), "log_every": _at_least(1), "eval_iters": _at_least(0), "eval_batch_size": _at_least(0),
+    "metrics": (lambda v: all(m in METRICS or ":" in m for m in v) and len(set(v)) == len(v), f"a list of distinct metrics: {', '.join(METRICS)}, or 'module:function'"), "precision": _one_of("bfloat16", "float16"),
     "mem_budget": (lambda v: 0 < v <= 1, "in (0, 1]"), "device": _one_of("auto", "cpu", "cuda"),
     "seed": (lambda v: 0 <= v < 2**63, "between 0 and 2**63-1"),
     "updates_per_epoch": (lambda v: v == -1 or v >= 1, "at least 1, or -1 for one pass over the data"),
     "time_limit": (_parses(_time_limit), "empty or a SLURM time limit such as 90 (minutes), 01:30:00 or 2-00:00:00"),
     "stop_signal": (_parses(_signal), "a catchable signal such as USR2, USR1 or TERM"),
     "data.val_fraction": (lambda v: 0 < v < 1, "between 0 and 1"), "data.num_workers": _at_least(0),
-    "data.n_samples": _at_least(1), "data.n_features": _at_least(1), "data.noise": _at_least(0),
+    "data.n_samples": _at_least(1), "data.n_features": _at_least(1), "data.noise": _at_least(0), "data.image_size": _at_least(0),
     "model.type": (lambda v: v == "mlp" or ":" in v, "mlp or 'module:function'"),
-    "model.criterion": _one_of(*CRITERIA), "model.hidden_dim": _at_least(1), "model.num_layers": _at_least(0),
+    "model.criterion": (lambda v: v in CRITERIA or ":" in v, f"one of {', '.join(CRITERIA)}, or 'module:function'"), "model.hidden_dim": _at_least(1), "model.num_layers": _at_least(0),
     "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"), "optimizer.name": _one_of(*OPTIMIZERS),
     "optimizer.learning_rate": (lambda v: v > 0, "greater than 0"), "optimizer.weight_decay": _at_least(0),
     "optimizer.momentum": _at_least(0), "optimizer.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), such as [0.9, 0.999]"),
@@ -306,8 +412,10 @@ def check_rules(obj, # a config dataclass
 
 def reported_metrics(cfg:Config)->list:
     "The validation metrics a run of `cfg` reports (what the Trainer's `metric_names` will be)."
-    own = ["val_loss"] + (["val_accuracy"] if cfg.model.criterion == "cross_entropy" else [])
-    return own + ([f"ema_{m}" for m in own] if cfg.ema.enabled else [])
+    extra = [m.rpartition(":")[2] for m in cfg.metrics]
+    own = ["loss"] + (["accuracy"] if cfg.model.criterion == "cross_entropy" else []) + extra
+    val = [f"val_{m}" for m in own]
+    return val + ([f"train_{m}" for m in own] if cfg.eval_train else []) + ([f"ema_{m}" for m in val] if cfg.ema.enabled else [])
 
 def validate(cfg:Config)->Config:
     "Check `RULES`, each schedule stage and the watched metric; raise naming the first bad key."
@@ -316,7 +424,8 @@ def validate(cfg:Config)->Config:
     if sum(s.num_updates == -1 for s in cfg.lr_scheduler.values()) > 1:
         raise MlhpcError("more than one lr_scheduler stage has num_updates: -1", "only one stage can take the remaining updates")
     metrics = reported_metrics(cfg)
-    if cfg.early_stopping.metric not in metrics: raise not_allowed("early_stopping.metric", cfg.early_stopping.metric, f"a metric this run reports: {', '.join(metrics)}")
+    scalar = [m for m in metrics if not m.endswith("per_class_accuracy")]  # one value per class: nothing to compare
+    if cfg.early_stopping.metric not in scalar: raise not_allowed("early_stopping.metric", cfg.early_stopping.metric, f"a metric this run reports: {', '.join(scalar)}")
     return cfg
 
 # %% ../nbs/01_config.ipynb #00d04172
@@ -404,11 +513,15 @@ def set_override(d:dict, # the nested config dict to change in place
 def load_config(path=None, # a YAML file, or None for the defaults
                 overrides=(), # 'key=value' strings applied after the file
                 base:dict|None=None): # values applied before the file (e.g. from Python)
-    "Build a validated `Config` from defaults, `base`, the file at `path` and `overrides`, in that order."
+    "Build a validated `Config` from defaults, `base`, the file at `path` and `overrides`, in that order; user factories are loaded and checked."
     d = dict(base or {})
     if path is not None: d = _merge(d, {k: v for k, v in read_yaml(path).items() if k != "inferred"})
     for o in overrides: set_override(d, o)
-    return validate(build(Config, d))
+    cfg = validate(build(Config, d))
+    from ml_hpc.data import load_object
+    for spec, what in [(cfg.model.criterion, "loss")] + [(m, "metric") for m in cfg.metrics]:
+        if ":" in spec: load_object(spec, what)
+    return cfg
 
 def _merge(a:dict, b:dict)->dict:
     out = dict(a)
@@ -417,8 +530,17 @@ def _merge(a:dict, b:dict)->dict:
 
 # %% ../nbs/01_config.ipynb #bcbdcb59
 def config_dict(cfg:Config)->dict:
-    "The config as plain nested dicts and lists."
-    return dataclasses.asdict(cfg)
+    "The config as plain nested dicts and lists, a user factory's arguments flat in its section."
+    d = dataclasses.asdict(cfg)
+    for f in fields(cfg):
+        if type(sec := getattr(cfg, f.name)) in OPEN_SECTIONS: d[f.name] = section_dict(sec)
+    return d
+
+def section_dict(sec)->dict: # a ModelConfig or DataConfig
+    "A section as YAML records it: for a user factory, the section's own keys and the factory's arguments; else the built-in fields."
+    d, own = dataclasses.asdict(sec), OPEN_SECTIONS[type(sec)][1]
+    args = d.pop("kwargs")
+    return {k: d[k] for k in own} | args if ":" in d[own[0]] else d
 
 class _NoAliases(yaml.SafeDumper):
     "Writes a value shared between two keys twice, never as an anchor and alias (which `ConfigLoader` refuses)."
@@ -434,8 +556,8 @@ def dump_config(cfg:Config, # the resolved config
 
 # %% ../nbs/01_config.ipynb #93fd4868
 def config_from_run(d:dict)->Config: # a parsed run config.yaml
-    "The `Config` recorded in a run directory's config.yaml."
-    return validate(build(Config, {k: v for k, v in d.items() if k != "inferred"}))
+    "The `Config` recorded in a run directory's config.yaml (user factories' arguments as recorded, not loaded)."
+    return validate(build(Config, {k: v for k, v in d.items() if k != "inferred"}, load=False))
 
 # %% ../nbs/01_config.ipynb #ab615030
 def config_diff(a:Config, b:Config)->list: # two configs
@@ -456,3 +578,39 @@ def show_diff(diff:list, # (key, old, new) triples, as `config_diff` returns the
     "The first `n` differences as 'key: old -> new; ...', with how many more there are."
     more = f" (+{len(diff) - n} more)" if len(diff) > n else ""
     return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:n]) + more
+
+# %% ../nbs/01_config.ipynb #0757cf72
+def config_sources(path=None, # the YAML file, or None
+                   overrides=())->dict: # 'key=value' strings applied after the file
+    "Dotted key -> 'file' or '--set' for each value the file or an override sets (the last one wins)."
+    src = dict.fromkeys(_flat({k: v for k, v in read_yaml(path).items() if k != "inferred"}), "file") if path is not None else {}
+    for o in overrides:
+        d = {}; set_override(d, o); src.update(dict.fromkeys(_flat(d), "--set"))
+    return src
+
+def _factory_docs(sec)->tuple: # a ModelConfig or DataConfig naming a user factory
+    from ml_hpc.data import load_object
+    f = load_object(getattr(sec, OPEN_SECTIONS[type(sec)][1][0]), OPEN_SECTIONS[type(sec)][0])
+    return " ".join((inspect.getdoc(f) or "").split()), {k: doc for k, (t, d, doc) in signature_params(f).items()}
+
+def _item(k, v)->str: return yaml.dump({k: v}, Dumper=_NoAliases, default_flow_style=True, width=10**9, sort_keys=False).strip()[1:-1]
+
+def explain_config(cfg:Config, # the resolved config
+                   sources:dict)->str: # dotted key -> where it was set, as `config_sources` gives
+    "The resolved config as YAML, each value with a `# from ...` comment; a user factory's docstring and parameter docs beside its section."
+    lines = []
+    def walk(d, prefix, indent, sec=None):
+        name = OPEN_SECTIONS[type(sec)][1][0] if sec is not None else None
+        doc, docs = _factory_docs(sec) if name and ":" in d[name] else ("", {})
+        for k, v in d.items():
+            key = prefix + str(k)
+            if isinstance(v, dict) and v:
+                lines.append(f"{indent}{k}:")
+                walk(v, key + ".", indent + "  ", s if type(s := getattr(cfg, key, None)) in OPEN_SECTIONS else None)
+                continue
+            own = sec is not None and k in sec.kwargs
+            origin = sources.get(key) or ("factory default" if own else "default")
+            lines.append(f"{indent}{_item(k, v)}  # from {origin}" + (f": {docs[k]}" if own and docs.get(k) else ""))
+            if doc and k == name: lines.append(f"{indent}# {v}: {doc}")
+    walk(config_dict(cfg), "", "")
+    return "\n".join(lines) + "\n"

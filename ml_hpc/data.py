@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #f47832e1
 from __future__ import annotations
-import importlib, importlib.util, math
+import importlib, importlib.util, math, os, sys
 from pathlib import Path
 import numpy as np
 import torch
@@ -49,21 +49,26 @@ def regression_data(cfg): # a DataConfig
     return tr, va, dict(num_classes=0, input_shape=[cfg.n_features], output_dim=1, n_train=len(tr), n_valid=len(va))
 
 # %% ../nbs/03_data.ipynb #10c7f04c
-DATASETS = {"digits": digits_data, "regression": regression_data}
+def _files(name): # a loader of nbs/08_datasets.ipynb, imported when first used
+    def load(cfg): return getattr(importlib.import_module("ml_hpc.datasets"), name)(cfg)
+    return load
+
+DATASETS = {"digits": digits_data, "regression": regression_data, "image_folder": _files("image_folder"), "tensor_file": _files("tensor_file")}
 
 def load_object(spec:str, # 'package.module:name'
                 what:str): # what it is, for the error
-    "Import the object named by `spec`."
+    "Import the object named by `spec`, from `sys.path` and the current directory (as `python -m` does)."
+    if "" not in sys.path and os.getcwd() not in sys.path: sys.path.insert(0, os.getcwd())
     mod, _, name = spec.partition(":")
     try: obj = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:
-        raise MlhpcError(f"cannot load {what} '{spec}': {e}", "give 'module:function' with the module importable (on PYTHONPATH)") from None
+        raise MlhpcError(f"cannot load {what} '{spec}': {e}", "give 'module:function' with the module importable (in the current directory or on PYTHONPATH)") from None
     if not callable(obj): raise MlhpcError(f"{what} '{spec}' is a {type(obj).__name__}, not a function", "give 'module:function' naming a function")
     return obj
 
 def get_data(cfg): # a DataConfig
-    "Build `(train, valid, info)` for `cfg.name`: a built-in name or 'module:function'."
-    if ":" in cfg.name: return load_object(cfg.name, "data set")(cfg)
+    "Build `(train, valid, info)` for `cfg.name`: a built-in name, or 'module:function' called with the section's other keys (`cfg.kwargs`)."
+    if ":" in cfg.name: return load_object(cfg.name, "data set")(**cfg.kwargs)
     if cfg.name not in DATASETS: raise MlhpcError(f"config key 'data.name' has value {cfg.name!r}, which is not a data set", f"use one of {', '.join(DATASETS)} or 'module:function'")
     return DATASETS[cfg.name](cfg)
 

@@ -4,14 +4,14 @@
 
 # %% ../nbs/26_notebook.ipynb #2a1622ca
 from __future__ import annotations
-import ast, logging, os, re, signal, socket, subprocess, sys, tempfile, time
+import ast, difflib, logging, os, re, signal, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 import yaml
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from .core import MlhpcError, atomic_write_text, is_secret_name, load_env
-from .config import coerce, load_config, parse_yaml, read_yaml, show_diff
+from .config import check_args, default_type, load_config, parse_yaml, read_yaml, show_diff
 from .env import JobEnv
 from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, set_aside, write_status
 from .callback.stop import StopCallback
@@ -204,18 +204,15 @@ def cli_values(pairs, # (NAME, VALUE) pairs from -p
 
 def typed_params(defaults:dict, # the notebook's parameters and defaults
                  given:dict)->dict: # values from -f and -p
-    "Check `given` against the notebook's parameters and type each value like its default."
+    "Check `given` against the notebook's parameters and type each value like its default (`check_args`, as for configs and factories)."
     check_not_secret(given)
-    unknown = [k for k in given if k not in defaults]
-    if unknown: raise MlhpcError(f"unknown parameter '{unknown[0]}'; the notebook's parameters are: {', '.join(defaults) or 'none (no cell is tagged parameters)'}",
-                                 "pass one of those names, or add it to the cell tagged 'parameters'")
-    return {k: _typed(k, v, defaults[k]) for k, v in given.items()}
-
-def _typed(k, v, default):
-    typ = list if isinstance(default, tuple) else type(default)
-    if default is None or typ not in (bool, int, float, str, list, dict): return v
-    try: return coerce(v, typ, k)
-    except MlhpcError as e: raise MlhpcError(e.msg.replace("config key", "parameter", 1), f"the notebook's default is {default!r}; pass -p {k} VALUE") from None
+    params = {k: (default_type(v), v, "") for k, v in defaults.items()}
+    def unknown(key, valid):
+        near = difflib.get_close_matches(key, defaults, n=1)
+        return MlhpcError(f"unknown parameter '{key}'; the notebook's parameters are: {', '.join(defaults) or 'none (no cell is tagged parameters)'}",
+                          (f"did you mean '{near[0]}'? " if near else "") + "pass one of those names, or add it to the cell tagged 'parameters'")
+    args = check_args(given, params, unknown=unknown, what="parameter", how="the notebook's default is {default!r}; pass -p {key} VALUE")
+    return {k: args[k] for k in given}
 
 # %% ../nbs/26_notebook.ipynb #060a4ee5
 def keep_outputs(run_dir)->list: # the run directory

@@ -9,13 +9,24 @@ import torch
 from .core import MlhpcError
 
 # %% auto #0
-__all__ = ['make_optimizer', 'resolve_stages', 'lr_factor', 'make_scheduler']
+__all__ = ['param_groups', 'make_optimizer', 'resolve_stages', 'lr_factor', 'make_scheduler']
 
 # %% ../nbs/05_optim.ipynb #2989b8a9
+def param_groups(params, # the model's parameters
+                 weight_decay:float, # the decay of weight matrices and embeddings
+                 decay_bias_norm:bool=True): # also decay parameters with fewer than 2 dimensions
+    "The parameters as one list, or as a decayed group and a group of biases and norm weights without decay."
+    params = list(params)
+    if decay_bias_norm: return params
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
 def make_optimizer(cfg, # an OptimizerConfig
                    params): # the model's parameters
     "Build the optimizer named by `cfg.name`."
     lr, wd = cfg.learning_rate, cfg.weight_decay
+    params = param_groups(params, wd, cfg.decay_bias_norm)
     if cfg.name == "SGD": return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.name in ("Adam", "AdamW"): return getattr(torch.optim, cfg.name)(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd)
     raise MlhpcError(f"unknown optimizer {cfg.name!r}", "use AdamW, Adam or SGD")

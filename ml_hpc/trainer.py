@@ -11,17 +11,18 @@ import numpy as np
 import torch, torch.nn as nn
 import torch.distributed as dist
 from .core import MlhpcError
-from .config import Config
+from .config import Config, config_dict, load_config, _merge
 from .env import JobEnv
 from .data import ShardedBatchSampler, make_loader
-from .models import metric_sums, finish_metrics
+from .metrics import MetricSums, get_metric, metric_name
 from .optim import make_optimizer, make_scheduler
 from .callback.core import event_table
 from .checkpoint import FORMAT_VERSION, rng_state, set_rng_state, load_model_state
 from .rundir import RUNNING, STOPPED, COMPLETED, FAILED
 
 # %% auto #0
-__all__ = ['VML_FUNCS', 'NAN_ADVICE', 'seed_everything', 'warm_up_vml', 'NonFiniteLoss', 'resolve_device', 'Trainer']
+__all__ = ['VML_FUNCS', 'NAN_ADVICE', 'seed_everything', 'warm_up_vml', 'NonFiniteLoss', 'resolve_device', 'override_config',
+           'Trainer']
 
 # %% ../nbs/11_trainer.ipynb #8ddcfe17
 def seed_everything(seed:int, # the run's seed
@@ -62,6 +63,18 @@ def resolve_device(name:str, env:JobEnv)->torch.device: # 'auto', 'cpu' or 'cuda
     if name != "cpu" and torch.cuda.is_available(): return torch.device("cuda", env.local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
+# %% ../nbs/11_trainer.ipynb #dd7d54ab
+def _plain(v):
+    if dataclasses.is_dataclass(v) and not isinstance(v, type): return dataclasses.asdict(v)
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    return v
+
+def override_config(cfg:Config, # the config to start from
+                    **kw)->Config: # top-level keys; a section as a dict (merged into cfg's) or a config object
+    "`cfg` with `kw` merged in, built and checked by `load_config` like a YAML file on top of `cfg`."
+    if not kw: return cfg
+    return load_config(base=_merge(config_dict(cfg), _plain(kw)))
+
 # %% ../nbs/11_trainer.ipynb #f194f519
 class Trainer:
     "Train `model` on `train_ds`, evaluating on `valid_ds`, following `cfg`."
@@ -74,11 +87,12 @@ class Trainer:
                  sched_func=None, # optimizer -> LR scheduler stepped every update; default from cfg.lr_scheduler
                  classification:bool|None=None, # report accuracy; default: the loss is cross-entropy
                  env:JobEnv|None=None, # this process's rank and world; default: read from the environment
-                 **kw): # overrides for top-level fields of cfg, e.g. total_updates=100
-        self.cfg = dataclasses.replace(cfg or Config(), **kw)
+                 **kw): # overrides of cfg's keys, e.g. total_updates=100 or optimizer=dict(learning_rate=3e-3)
+        self.cfg = override_config(cfg or Config(), **kw)
         self.env = env or JobEnv.from_environ()
         self.train_ds, self.valid_ds, self.loss_func = train_ds, valid_ds, loss_func
         self.classification = loss_func is torch.nn.functional.cross_entropy if classification is None else classification
+        self.eval_metrics = {metric_name(m): get_metric(m) for m in (["accuracy"] if self.classification else []) + self.cfg.metrics}
         self.device = resolve_device(self.cfg.device, self.env)
         self._setup_data()
         self._resolve_lengths()
@@ -103,9 +117,19 @@ def _setup_data(self:Trainer):
     pin = self.device.type == "cuda"
     self.sampler = ShardedBatchSampler(len(self.train_ds), c.batch_size, c.seed, e.rank, e.world_size)
     self.loader = make_loader(self.train_ds, self.sampler, c.data.num_workers, pin)
-    vs = ShardedBatchSampler(len(self.valid_ds), c.batch_size, 0, e.rank, e.world_size, shuffle=False, drop_last=False)
-    self.valid_loader = make_loader(self.valid_ds, vs, 0, pin)
+    self.eval_data = {"valid": self._eval_loader(self.valid_ds, shuffle=False, cap=c.eval_iters)}
+    if c.eval_train: self.eval_data["train"] = self._eval_loader(self.train_ds, shuffle=True, cap=self.eval_data["valid"][1])
+    self.valid_loader = self.eval_data["valid"][0]
     self._it = None
+
+@patch
+def _eval_loader(self:Trainer, ds, # the split to evaluate on
+                 shuffle:bool, # a fixed permutation drawn from the seed (else in order)
+                 cap:int): # at most this many batches per process; 0: all
+    "An evaluation loader over `ds` and the number of batches this process evaluates."
+    c, e = self.cfg, self.env
+    s = ShardedBatchSampler(len(ds), c.eval_batch_size or c.batch_size, c.seed, e.rank, e.world_size, shuffle=shuffle, drop_last=False)
+    return make_loader(ds, s, 0, self.device.type == "cuda"), min(cap, len(s)) if cap else len(s)
 
 @patch
 def _resolve_lengths(self:Trainer):
@@ -119,10 +143,15 @@ def global_batch(self:Trainer)->int:
     "Samples one update sees, over all processes."
     return self.cfg.batch_size * self.cfg.grad_accum_steps * self.env.world_size
 
+@patch
+def eval_names(self:Trainer, prefix:str="val_")->list: # the prefix `evaluate` is given
+    "Names of the metrics one `evaluate` reports."
+    return [f"{prefix}loss"] + [prefix + m for m in self.eval_metrics]
+
 @patch(as_prop=True)
 def metric_names(self:Trainer)->list:
     "Names of the metrics each evaluation reports (callbacks may add theirs)."
-    own = ["val_loss"] + (["val_accuracy"] if self.classification else [])
+    own = self.eval_names("val_") + (self.eval_names("train_") if self.cfg.eval_train else [])
     return own + [m for cb in self.cbs for m in getattr(cb, "metric_names", [])]
 
 # %% ../nbs/11_trainer.ipynb #06b2f520
@@ -215,20 +244,20 @@ def sync(self:Trainer):
 # %% ../nbs/11_trainer.ipynb #033c16b4
 @patch
 def evaluate(self:Trainer, model=None, # default: the model being trained
-             prefix="val_"): # metric name prefix
-    "Mean validation metrics of `model`."
-    model = model or self.model
+             prefix:str="val_", # metric name prefix
+             data:str="valid"): # which evaluation data: valid, or train (with eval_train)
+    "Metrics of `model` on `data`, over all processes."
+    model, (loader, n) = model or self.model, self.eval_data[data]
     was_training = model.training; model.eval()
-    sums = {}
+    sums = MetricSums(self.eval_metrics, self.loss_func)
     with torch.no_grad():
-        for xb, yb in self.valid_loader:
+        for i, (xb, yb) in zip(range(n), loader):
             xb, yb = xb.to(self.device), yb.to(self.device)
             with self.autocast(): out = model(xb)
-            for k, v in metric_sums(out.float(), yb, self.loss_func, self.classification).items(): sums[k] = sums.get(k, 0) + v
-    if self.ddp:
-        keys = sorted(sums); t = torch.stack([sums[k] for k in keys]); dist.all_reduce(t); sums = dict(zip(keys, t))
+            sums.add(out.float(), yb)
+    if self.ddp: sums.reduce()
     model.train(was_training)
-    return finish_metrics(sums, prefix)
+    return sums.finish(prefix)
 
 @patch
 def validate(self:Trainer):
@@ -236,6 +265,7 @@ def validate(self:Trainer):
     self.sync()
     self("before_validate")
     self.metrics = {"update": self.update, **self.evaluate()}
+    if self.cfg.eval_train: self.metrics.update(self.evaluate(prefix="train_", data="train"))
     self("after_validate")
     self("after_epoch")
 

@@ -109,7 +109,7 @@ def test_bad_config_or_environment_is_one_line_and_touches_nothing(tmp_path, exi
 @pytest.mark.parametrize("text,fragment", [("data: {name: 'os:sep'}\n", "data set 'os:sep' is a str, not a function"),
                                            ("model: {type: 'math:pi'}\n", "model 'math:pi' is a float, not a function")])
 def test_module_function_that_is_not_a_function(tmp_path, text, fragment):
-    "Found when the data or model is built (after logging started), still exit 2 with the error as the last line and no traceback."
+    "Found when the config is loaded (before the run starts): exit 2 with the error as the last line and no traceback."
     (tmp_path/"c.yaml").write_text(BASE + text)
     p = mlhpc("train", tmp_path/"c.yaml", "--run-dir", tmp_path/"run", timeout=120)
     last = p.stderr.strip().splitlines()[-1]
@@ -158,7 +158,7 @@ class Boom(torch.nn.Module):
         self.calls += 1
         if self.calls > 5: raise RuntimeError("boom in forward\\nsecond line")
         return self.lin(x.flatten(1))
-def build(cfg, info): return Boom()
+def build(): return Boom()
 '''
 
 def test_failed_training_has_its_traceback_in_train_log(tmp_path):

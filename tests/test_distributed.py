@@ -48,6 +48,7 @@ FLAKY = """\
 import os, time
 from pathlib import Path
 from torch.utils.data import Dataset
+from ml_hpc.config import DataConfig
 from ml_hpc.data import digits_data
 
 def rank(): return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
@@ -63,8 +64,8 @@ class Flaky(Dataset):
             raise OSError(f"flaky: rank {rank()} cannot read training item {i}")
         return self.ds[i]
 
-def make(cfg):
-    tr, va, info = digits_data(cfg)
+def make(val_fraction:float=0.2):
+    tr, va, info = digits_data(DataConfig(val_fraction=val_fraction))
     return Flaky(tr, int(os.environ["FLAKY_AFTER"]) if rank() == int(os.environ["FLAKY_RANK"]) else None), va, info
 """
 

@@ -13,8 +13,8 @@ from ..rundir import RUNNING, FAILED, read_status, write_status
 from .core import Callback
 
 # %% auto #0
-__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'write_rank_error', 'rank_errors', 'RunLogger', 'ProgressBar',
-           'interactive', 'LogFile', 'setup_logging']
+__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'show_metric', 'list_metrics', 'truncate_jsonl',
+           'write_rank_error', 'rank_errors', 'RunLogger', 'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
 
 # %% ../../nbs/12_callback.log.ipynb #65893e7f
 TRAIN_COLS = ["update", "loss", "lr", "samples_per_s", "time"]
@@ -41,6 +41,28 @@ def truncate_stats(path:Path, # stats.csv
     if len(keep) != len(lines): atomic_write_text(path, "".join(keep))
     return keep[0].strip().split(",") if keep else None
 
+# %% ../../nbs/12_callback.log.ipynb #7d2ddb6d
+def show_metric(v)->str: # a metric value: a number, None, or a (nested) list of them
+    "A metric value for a log line."
+    if v is None: return "-"
+    if isinstance(v, (list, tuple)): return "[" + ", ".join(show_metric(x) for x in v) + "]"
+    return f"{v:.4g}"
+
+def list_metrics(metrics:dict)->dict: # one evaluation's metrics
+    "The metrics of `metrics` whose values are lists."
+    return {k: v for k, v in metrics.items() if isinstance(v, (list, tuple))}
+
+def truncate_jsonl(path:Path, # metrics.jsonl
+                   upto:int): # the restored update
+    "Drop lines with update > `upto` and a torn last line from `path`."
+    if not path.exists(): return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    def keep(l):
+        try: return l.endswith("\n") and json.loads(l)["update"] <= upto
+        except (ValueError, KeyError, TypeError): return False
+    kept = [l for l in lines if keep(l)]
+    if len(kept) != len(lines): atomic_write_text(path, "".join(kept))
+
 # %% ../../nbs/12_callback.log.ipynb #1930689e
 def write_rank_error(run_dir, rank:int, err:BaseException): # the run, the failing rank, its error
     "Leave `err` where the main process will report it."
@@ -66,6 +88,7 @@ class RunLogger(Callback):
         self.cols = stats_columns(t.metric_names)
         path = self.run_dir/"stats.csv"
         header = truncate_stats(path, t.update)
+        truncate_jsonl(self.run_dir/"metrics.jsonl", t.update)
         for p in self.run_dir.glob("rank*.error"): p.unlink()
         self._f = open(path, "a", newline="")
         self._w = csv.DictWriter(self._f, self.cols, extrasaction="ignore")
@@ -94,9 +117,11 @@ def after_sync(self:RunLogger):
 @patch
 def after_validate(self:RunLogger):
     "Append the evaluation's row, log it and record it in status.json."
-    m = self.trainer.metrics
-    self._w.writerow(m); self._f.flush()
-    log.info(f"update {m['update']}/{self.trainer.total_updates} " + " ".join(f"{k} {v:.4g}" for k, v in m.items() if k != "update"))
+    m, lists = self.trainer.metrics, list_metrics(self.trainer.metrics)
+    self._w.writerow({k: v for k, v in m.items() if k not in lists}); self._f.flush()
+    if lists:
+        with open(self.run_dir/"metrics.jsonl", "a") as f: f.write(json.dumps({"update": m["update"], **lists}) + "\n")
+    log.info(f"update {m['update']}/{self.trainer.total_updates} " + " ".join(f"{k} {show_metric(v)}" for k, v in m.items() if k != "update"))
     self._status()
 
 @patch

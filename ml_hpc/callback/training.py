@@ -60,7 +60,7 @@ class EMACallback(Callback):
     def __init__(self, decay:float=0.999): # weight of the old average
         self.decay, self.ema, self._pending = decay, None, None
     @property
-    def metric_names(self): return ["ema_val_loss"] + (["ema_val_accuracy"] if self.trainer.classification else [])
+    def metric_names(self): return ["ema_" + m for m in self.trainer.eval_names("val_")]
     def before_fit(self):
         if self.ema is None:
             self.ema = AveragedModel(self.trainer.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)

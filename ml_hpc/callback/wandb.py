@@ -23,8 +23,8 @@ def wandb_id(run_dir)->str: # the run directory
 
 # %% ../../nbs/12a_callback.wandb.ipynb #7da923a3
 def to_log(row:dict)->dict: # a stats row (update, loss, lr, ... or val metrics)
-    "The W&B entry for a stats row: finite values only, without the step."
-    return {k: v for k, v in row.items() if k != "update" and v is not None and not (isinstance(v, float) and math.isnan(v))}
+    "The W&B entry for a stats row: numbers only (not NaN, not per-class lists), without the step."
+    return {k: v for k, v in row.items() if k != "update" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
 
 # %% ../../nbs/12a_callback.wandb.ipynb #21ceb90c
 class WandbCallback(Callback):
