@@ -11,9 +11,10 @@ another data set.
 
 With `eval_iters: 3` each rank evaluates the first 3 batches of 7 of its shard perm[r::2] of the unshuffled split: together
 the first 42 samples, which one process evaluates with `eval_iters: 6`."""
-import json, os, socket, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest
+from ml_hpc.notebook import free_port
 
 WORKER = """\
 import json, os, sys
@@ -37,11 +38,6 @@ dist.barrier()  # then exit as `mlhpc train` does: destroying the group while th
 
 METRIC = "def abs_error(out, y): return (out.argmax(1) - y).abs().float()\n"
 METRICS = ["top5_accuracy", "per_class_accuracy", "perplexity", "my_metrics:abs_error"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
 def two_ranks(tmp_path: Path, kw: dict) -> list:
