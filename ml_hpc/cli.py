@@ -13,7 +13,8 @@ from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 # %% auto #0
 __all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
            'add_run_parser', 'status_line', 'cmd_status', 'cmd_config', 'add_config_parser', 'mlhpc_program',
-           'find_profile', 'job_for', 'check_signals', 'queue_job', 'cmd_submit', 'submit_notebook', 'parser', 'main']
+           'find_profile', 'job_for', 'check_signals', 'queue_job', 'cmd_submit', 'submit_notebook', 'cmd_sweep',
+           'add_sweep_parser', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
@@ -113,7 +114,9 @@ def status_line(run_dir)->str: # a run directory
     return f"{run_dir}: {st.get('state', '?')}{why}, {prog}, attempt {st.get('attempt', 1)}{job}"
 
 def cmd_status(a)->int:
-    "Show the state of runs."
+    "Show the state of runs, or the table of a sweep (a folder with manifest.csv; exit 1 if an experiment failed)."
+    from ml_hpc.sweep import is_sweep_dir, show_status
+    if len(a.run_dirs) == 1 and is_sweep_dir(a.run_dirs[0]): return show_status(a.run_dirs[0])
     for d in a.run_dirs: print(status_line(d))
     return EXIT_OK
 
@@ -230,9 +233,24 @@ def submit_notebook(a)->int:
     return queue_job(run_dir, script, a.dry_run, params.get("total_updates"))
 
 # %% ../nbs/40_cli.ipynb #32124dff
-def _planned(what):
-    def cmd(a): raise MlhpcError(f"mlhpc {what} is not available in this version", "see the README for what works today")
-    return cmd
+def cmd_sweep(a)->int:
+    "Plan, write and run a sweep."
+    from ml_hpc.sweep import run_sweep
+    return run_sweep(a.spec, a.dry_run, a.retry, a.overwrite, a.executor, a.max_parallel)
+
+def add_sweep_parser(sub):
+    "The `mlhpc sweep` subcommand."
+    w = sub.add_parser("sweep", help="expand a grid spec (LIST keys) into checked experiments and run them; --retry reruns what is not completed",
+                       description="Expand SPEC (job_details: name, output_dir, target; parameters: name -> list of values, LIST keys for sub-grids) into experiments, "
+                                   "check each one against the target as mlhpc train / mlhpc run would, write OUTPUT_DIR/YYYY-MM-DD_NAME with manifest.csv and one run directory per experiment, and run them. "
+                                   "An existing sweep folder is never touched without --retry or --overwrite. mlhpc status SWEEP_DIR shows the states.")
+    w.add_argument("spec", help="the sweep spec (YAML)")
+    w.add_argument("--dry-run", action="store_true", help="print the experiments and the line 'N experiments'; write and run nothing")
+    w.add_argument("--retry", action="store_true", help="in the newest sweep folder of this spec, run only experiments that are not completed, running or queued")
+    w.add_argument("--overwrite", action="store_true", help="rename an existing sweep folder aside (never deleted) and start over")
+    w.add_argument("--executor", choices=("local", "slurm"), default="local", help="local: processes on this machine (default); slurm: one job array (not available yet)")
+    w.add_argument("--max-parallel", type=int, default=1, metavar="K", help="experiments running at a time (default 1)")
+    w.set_defaults(func=cmd_sweep)
 
 # %% ../nbs/40_cli.ipynb #42078f3b
 def parser()->argparse.ArgumentParser:
@@ -267,9 +285,8 @@ def parser()->argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="write and print the script, submit nothing")
     s.add_argument("--overwrite", action="store_true", help="if the run directory holds a different or completed run, move it aside (never deleted) and start fresh")
     s.set_defaults(func=cmd_submit)
-    w = sub.add_parser("sweep", help="expand a grid of configs (LIST keys) into runs and submit them, skipping finished ones")
-    w.add_argument("spec"); w.set_defaults(func=_planned("sweep"))
-    st = sub.add_parser("status", help="show state, progress and attempts of run directories")
+    add_sweep_parser(sub)
+    st = sub.add_parser("status", help="show state, progress and attempts of run directories, or of a sweep's experiments (SWEEP_DIR)")
     st.add_argument("run_dirs", nargs="+", metavar="RUN_DIR"); st.set_defaults(func=cmd_status)
     return p
 

@@ -145,7 +145,8 @@ def field_docs(cls)->dict: # a config dataclass
     return docs
 
 # %% ../nbs/01_config.ipynb #f322f145
-def _hints(cls): return typing.get_type_hints(cls)
+_HINTS = {}  # dataclass -> its type hints, computed once (typing.get_type_hints is slow, and a sweep checks a thousand configs)
+def _hints(cls): return _HINTS[cls] if cls in _HINTS else _HINTS.setdefault(cls, typing.get_type_hints(cls))
 def _public(cls): return [f for f in fields(cls) if not f.metadata.get("internal")]
 
 def config_rows(cls=Config, # the dataclass to describe
@@ -423,6 +424,8 @@ def validate(cfg:Config)->Config:
     for name, st in cfg.lr_scheduler.items(): check_rules(st, STAGE_RULES, f"lr_scheduler.{name}.")
     if sum(s.num_updates == -1 for s in cfg.lr_scheduler.values()) > 1:
         raise MlhpcError("more than one lr_scheduler stage has num_updates: -1", "only one stage can take the remaining updates")
+    fixed = sum(s.num_updates for s in cfg.lr_scheduler.values() if s.num_updates != -1)
+    if fixed > cfg.total_updates: raise MlhpcError(f"the lr_scheduler stages last {fixed} updates but total_updates is {cfg.total_updates}", "shorten the stages or train longer")
     metrics = reported_metrics(cfg)
     scalar = [m for m in metrics if not m.endswith("per_class_accuracy")]  # one value per class: nothing to compare
     if cfg.early_stopping.metric not in scalar: raise not_allowed("early_stopping.metric", cfg.early_stopping.metric, f"a metric this run reports: {', '.join(scalar)}")
@@ -518,9 +521,9 @@ def load_config(path=None, # a YAML file, or None for the defaults
     if path is not None: d = _merge(d, {k: v for k, v in read_yaml(path).items() if k != "inferred"})
     for o in overrides: set_override(d, o)
     cfg = validate(build(Config, d))
-    from ml_hpc.data import load_object
-    for spec, what in [(cfg.model.criterion, "loss")] + [(m, "metric") for m in cfg.metrics]:
-        if ":" in spec: load_object(spec, what)
+    user = [(spec, what) for spec, what in [(cfg.model.criterion, "loss")] + [(m, "metric") for m in cfg.metrics] if ":" in spec]
+    if user: from ml_hpc.data import load_object  # torch: only when there is a user object to load
+    for spec, what in user: load_object(spec, what)
     return cfg
 
 def _merge(a:dict, b:dict)->dict:
