@@ -1,0 +1,70 @@
+"""A 1,000-experiment sweep of examples/digits.yaml (and of examples/train_digits.ipynb): how long `mlhpc sweep` takes to
+expand, check every experiment against its target and write the sweep folder, and how long `mlhpc status` takes to read it.
+
+Every figure is the wall time of a fresh process (Python start-up and imports included), the median of `--repeats` runs:
+- `mlhpc sweep --dry-run`: expand and check (load_config of each of the 1,000 experiments), print the table;
+- expand + check + write: `make_plan` and `prepare` of ml_hpc.sweep in a fresh process (what `mlhpc sweep` does before it
+  starts the first experiment; no SLURM needed), then the folders are deleted for the next repeat;
+- `mlhpc status SWEEP_DIR` with no experiment started, and with every experiment holding a completed status.json.
+Targets (issue 10): the sweep path well under 2 s, status under 1 s, neither importing torch.
+Not measured here: submission of the job array to the SLURM cluster and seed 003's one sbatch per experiment (needs the cluster).
+Usage: python bench/bench_sweep.py [--repeats 5] [--experiments 1000]"""
+import argparse, shutil, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MLHPC = [sys.executable, "-c", "from ml_hpc.cli import main; main()"]
+
+def wall(cmd, ok=(0,)):
+    "Wall seconds of `cmd`, run from the repository."
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode not in ok: raise SystemExit(f"{cmd} exited {p.returncode}\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+def median(f, n): return statistics.median(f() for _ in range(n))
+
+def spec(tmp:Path, n:int, target:str, name:str)->Path:
+    "A spec of `n` experiments: seeds times learning rates (times hidden sizes for a config)."
+    seeds = list(range(n // 10))
+    params = ({"seed": seeds, "optimizer.learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "model.hidden_dim": [64, 128]} if target.endswith(".yaml")
+              else {"seed": seeds, "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "hidden_dim": [64, 128]})
+    p = tmp/f"{name}.yaml"
+    p.write_text(yaml.safe_dump({"job_details": {"name": name, "output_dir": str(tmp/"out"), "target": str(ROOT/target)}, "parameters": params}))
+    return p
+
+WRITE = ("import sys; from ml_hpc.sweep import make_plan, prepare; root, todo = prepare(make_plan(sys.argv[1]), out=lambda s: None); "
+         "assert 'torch' not in sys.modules and 'pandas' not in sys.modules; print(root)")
+
+def write_once(s:Path)->float:
+    t = wall([sys.executable, "-c", WRITE, str(s)])
+    for d in (s.parent/"out").iterdir(): shutil.rmtree(d)
+    return t
+
+def complete_all(root:Path):
+    "Give every experiment a completed status.json, as a finished sweep has."
+    from ml_hpc.rundir import write_status
+    for d in root.iterdir():
+        if d.is_dir(): write_status(d, state="completed", update=600, total_updates=600, attempt=1, metrics={"val_loss": 0.1, "val_accuracy": 0.97})
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5); ap.add_argument("--experiments", type=int, default=1000)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print(f"python start-up and `import ml_hpc.cli`: {median(lambda: wall(MLHPC + ['--help']), a.repeats):.3f} s")
+        for target, name in [("examples/digits.yaml", "cfg"), ("examples/train_digits.ipynb", "nb")]:
+            s = spec(tmp, a.experiments, target, name)
+            dry = median(lambda: wall(MLHPC + ["sweep", str(s), "--dry-run"]), a.repeats)
+            write = median(lambda: write_once(s), a.repeats)
+            print(f"{target}, {a.experiments} experiments: mlhpc sweep --dry-run {dry:.3f} s; expand + check + write {write:.3f} s")
+        wall([sys.executable, "-c", WRITE, str(s)])
+        (root,) = (tmp/"out").iterdir()
+        fresh = median(lambda: wall(MLHPC + ["status", str(root)]), a.repeats)
+        complete_all(root)
+        done = median(lambda: wall(MLHPC + ["status", str(root)]), a.repeats)
+        print(f"mlhpc status of {a.experiments} experiments: {fresh:.3f} s none started, {done:.3f} s all completed")
+
+if __name__ == "__main__": main()
