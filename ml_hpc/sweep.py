@@ -334,8 +334,8 @@ def format_table(rows:list, cols:list)->str:
 def status_table(rows:list)->str:
     "The status table of `mlhpc status SWEEP_DIR`, with the totals per state."
     metrics = list(dict.fromkeys(k for r in rows for k in r if k.startswith("val_")))
-    for r in rows: r["progress"] = f"{r['update'] or 0}/{r['total_updates'] or '?'}"
-    table = format_table(rows, ["index", "experiment", "state", "progress", *metrics, "attempts", "last_activity"])
+    for r in rows: r.update(progress=f"{r['update'] or 0}/{r['total_updates'] or '?'}", why=show_value(r["reason"])[1:-1][:40] if r.get("reason") else "")
+    table = format_table(rows, ["index", "experiment", "state", "progress", *metrics, "attempts", "last_activity", "why"])
     return table + "\n" + ", ".join(f"{n} {s}" for s, n in totals(rows).items()) + f" ({len(rows)} experiments)"
 
 # %% ../nbs/27_sweep.ipynb #f20e160b
