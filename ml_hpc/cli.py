@@ -248,7 +248,7 @@ def add_sweep_parser(sub):
     w.add_argument("--dry-run", action="store_true", help="print the experiments and the line 'N experiments'; write and run nothing")
     w.add_argument("--retry", action="store_true", help="in the newest sweep folder of this spec, run only experiments that are not completed, running or queued")
     w.add_argument("--overwrite", action="store_true", help="rename an existing sweep folder aside (never deleted) and start over")
-    w.add_argument("--executor", choices=("local", "slurm"), default="local", help="local: processes on this machine (default); slurm: one job array (not available yet)")
+    w.add_argument("--executor", choices=("local", "slurm"), default="local", help="local: processes on this machine (default); slurm: one job array (--array=...%%K; job_details.resources needs time)")
     w.add_argument("--max-parallel", type=int, default=1, metavar="K", help="experiments running at a time (default 1)")
     w.set_defaults(func=cmd_sweep)
 

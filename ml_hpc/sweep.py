@@ -16,14 +16,15 @@ from .rundir import COMPLETED, FAILED, QUEUED, RUNNING, STOPPED, run_state, set_
 
 # %% auto #0
 __all__ = ['DETAILS', 'REQUIRED_DETAILS', 'SAFE_NAME', 'PARAM_NAME', 'SAFE_VALUE', 'MAX_NAME', 'KINDS', 'MANIFEST', 'SWEEP_FILE',
-           'SPEC_FILE', 'LOG_FILE', 'DATED', 'NOT_STARTED', 'STATE_ORDER', 'LEFT_ALONE', 'check_details', 'read_spec',
-           'choices', 'expand_list', 'expand_params', 'canonical', 'check_unique', 'value_text', 'set_args',
-           'short_hash', 'name_part', 'varying', 'experiment_names', 'find_target', 'config_checker',
+           'SPEC_FILE', 'LOG_FILE', 'DATED', 'NOT_STARTED', 'STATE_ORDER', 'LEFT_ALONE', 'RESOURCES', 'check_details',
+           'read_spec', 'choices', 'expand_list', 'expand_params', 'canonical', 'check_unique', 'value_text',
+           'set_args', 'short_hash', 'name_part', 'varying', 'experiment_names', 'find_target', 'config_checker',
            'notebook_checker', 'checker', 'check_all', 'Plan', 'make_plan', 'expand', 'sweep_dir', 'latest_sweep_dir',
            'param_keys', 'manifest_text', 'spec_text', 'sweep_record', 'write_sweep', 'read_manifest',
            'check_same_plan', 'experiment_state', 'to_retry', 'status_row', 'status_rows', 'sweep_status', 'totals',
            'format_table', 'status_table', 'is_sweep_dir', 'show_status', 'experiment_command', 'LocalRunner',
-           'plan_table', 'prepare', 'exit_status', 'run_sweep']
+           'array_indices', 'task_command', 'run_task', 'task_main', 'array_job', 'submit_array', 'plan_table',
+           'prepare', 'exit_status', 'run_sweep']
 
 # %% ../nbs/27_sweep.ipynb #fdaf16de
 DETAILS = {"name": "the sweep's name: its folder is output_dir/YYYY-MM-DD_name",
@@ -348,12 +349,14 @@ def show_status(root, # a sweep folder
     out(status_table(rows))
     return 1 if any(r["state"] == FAILED for r in rows) else 0
 
-# %% ../nbs/27_sweep.ipynb #252d3141
-def experiment_command(plan:Plan, exp_dir:Path, params:dict)->list:
+# %% ../nbs/27_sweep.ipynb #c11777e8
+def experiment_command(target:Path, # the config or notebook
+                       exp_dir:Path, # the experiment's folder
+                       params:dict)->list: # its parameters
     "The command that runs (or resumes) one experiment in `exp_dir`."
     cli = [sys.executable, "-m", "ml_hpc.cli"]
-    if plan.kind == "config": return cli + ["train", str(plan.target), "--run-dir", str(exp_dir), *set_args(params)]
-    return cli + ["run", str(plan.target), "--run-dir", str(exp_dir), "-f", str(exp_dir/SPEC_FILE)]
+    if KINDS[target.suffix] == "config": return cli + ["train", str(target), "--run-dir", str(exp_dir), *set_args(params)]
+    return cli + ["run", str(target), "--run-dir", str(exp_dir), "-f", str(exp_dir/SPEC_FILE)]
 
 # %% ../nbs/27_sweep.ipynb #c315b289
 class LocalRunner:
@@ -363,7 +366,7 @@ class LocalRunner:
                  todo:list, # the indices of the experiments to run
                  max_parallel:int=1, # experiments at a time
                  out=print, # where progress lines go
-                 command=experiment_command): # (plan, experiment folder, parameters) -> argv
+                 command=experiment_command): # (target, experiment folder, parameters) -> argv
         self.plan, self.root, self.todo, self.k, self.out, self.command = plan, root, list(todo), max(1, max_parallel), out, command
         self.running, self.ended, self.signals = {}, {}, 0
 
@@ -372,7 +375,7 @@ def start(self:LocalRunner, i:int):
     "Start experiment `i`."
     d = self.root/self.plan.names[i]
     with open(d/LOG_FILE, "ab") as log:
-        p = subprocess.Popen(self.command(self.plan, d, self.plan.experiments[i]), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(self.command(self.plan.target, d, self.plan.experiments[i]), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     self.running[p] = (i, time.monotonic())
     self.out(f"[{len(self.ended) + len(self.running)}/{len(self.todo)}] started {self.plan.names[i]}")
 
@@ -413,7 +416,80 @@ def run(self:LocalRunner, poll:float=0.2)->dict:
         for s, h in old.items(): signal.signal(s, h)
     return self.ended
 
-# %% ../nbs/27_sweep.ipynb #4d0ee651
+# %% ../nbs/27_sweep.ipynb #32356a82
+def array_indices(todo:list, # indices of the experiments to run
+                  max_parallel:int|None=None)->str: # tasks running at a time
+    "SLURM's `--array` value for `todo`: ranges joined by commas, then `%K`."
+    runs = []
+    for i in sorted(todo):
+        if runs and i == runs[-1][1] + 1: runs[-1][1] = i
+        else: runs.append([i, i])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) + (f"%{max_parallel}" if max_parallel else "")
+
+# %% ../nbs/27_sweep.ipynb #5ae794e3
+def task_command(root:Path, # a sweep folder
+                 index:int)->list: # an experiment's index in its manifest
+    "The command of experiment `index` of the sweep in `root`, read from the sweep's files."
+    rows = read_manifest(root)
+    if not 0 <= index < len(rows): raise MlhpcError(f"the sweep {root} has no experiment {index} (it has {len(rows)})", "was the array submitted for another sweep?")
+    d = Path(root)/rows[index]["folder"]
+    target = Path(read_yaml(Path(root)/SWEEP_FILE, "sweep file")["target"])
+    return experiment_command(target, d, read_yaml(d/SPEC_FILE, "experiment spec"))
+
+def run_task(root, # a sweep folder
+             index:int|None=None): # default: $SLURM_ARRAY_TASK_ID
+    "Run one experiment of a sweep, replacing this process."
+    if index is None:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+        if not task.isdigit(): raise MlhpcError(f"SLURM_ARRAY_TASK_ID is {task!r}, not an array task's index", "this runs inside a task of the job array mlhpc sweep --executor slurm submits")
+        index = int(task)
+    cmd = task_command(Path(root), index)
+    os.execv(cmd[0], cmd)
+
+# %% ../nbs/27_sweep.ipynb #f46a7633
+def task_main(argv=None):
+    "`python -m ml_hpc.sweep SWEEP_DIR`: run_task, with a one-line error (exit 2) for a mistake."
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if len(args) != 1: raise MlhpcError("usage: python -m ml_hpc.sweep SWEEP_DIR (in a SLURM array task)", "this is what the job array of mlhpc sweep --executor slurm runs")
+        run_task(args[0])
+    except MlhpcError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
+
+# %% ../nbs/27_sweep.ipynb #e938b63a
+RESOURCES = ("time", "nodes", "gpus", "ntasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos")
+
+def array_job(plan:Plan, root:Path, todo:list, max_parallel:int)->tuple:
+    "`(JobSpec, ClusterProfile)` of the job array that runs `todo`."
+    from ml_hpc.sbatch import JobSpec
+    from ml_hpc.cli import find_profile
+    jd = plan.spec["job_details"]
+    res = jd.get("resources") or {}
+    if not isinstance(res, dict): raise MlhpcError("job_details.resources must be a mapping", f"keys: {', '.join(RESOURCES)}")
+    _keys_of(res, RESOURCES, "job_details.resources", "see mlhpc submit --help for what each means")
+    if "time" not in res: raise MlhpcError("job_details.resources has no time, which --executor slurm needs", "add e.g. time: 04:00:00 (each attempt's limit; runs requeue until done)")
+    profile = find_profile(jd.get("profile"))
+    for k in ("partition", "account", "qos"):
+        if k in res: setattr(profile, k, res[k])
+    gpus = res.get("gpus", 0)
+    job = JobSpec(name=plan.name[:64], run_dir=str(root.absolute()), command=[sys.executable, "-m", "ml_hpc.sweep", str(root.absolute())],
+                  time=res["time"], nodes=res.get("nodes", 1), ntasks_per_node=res.get("ntasks_per_node") or max(gpus if isinstance(gpus, int) else 1, 1),
+                  cpus_per_task=res.get("cpus_per_task"), gpus_per_node=gpus, mem=res.get("mem"), array=array_indices(todo, max_parallel))
+    return job, profile
+
+# %% ../nbs/27_sweep.ipynb #59e28494
+def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->int:
+    "Submit the experiments `todo` of the sweep in `root` as one job array."
+    from ml_hpc.sbatch import sbatch_script
+    from ml_hpc.jobs import submit
+    from ml_hpc.rundir import write_status
+    if not todo: out("nothing to submit"); return 0
+    atomic_write_text(root/"job.sbatch", sbatch_script(*array_job(plan, root, todo, max_parallel)))
+    array_id = submit(root/"job.sbatch")
+    for i in todo: write_status(root/plan.names[i], state=QUEUED, reason=None, job_id=f"{array_id}_{i}")
+    out(f"submitted job array {array_id}: {len(todo)} experiments, {max_parallel} at a time (mlhpc status {root})")
+    return 0
+
+# %% ../nbs/27_sweep.ipynb #ab23f3b5
 def plan_table(plan:Plan)->str:
     "The experiments of a plan as a table, and the line `N experiments`."
     keys = varying(plan.experiments)
@@ -433,7 +509,7 @@ def prepare(plan:Plan, retry:bool=False, overwrite:bool=False, out=print)->tuple
     write_sweep(plan, root)
     return root, list(range(len(plan.experiments)))
 
-# %% ../nbs/27_sweep.ipynb #1ea964e2
+# %% ../nbs/27_sweep.ipynb #288523c1
 def exit_status(ended:dict)->int:
     "0 if every run completed, 1 if one failed, 75 if some stopped or did not start."
     from ml_hpc.slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME
@@ -451,10 +527,15 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     if executor not in ("local", "slurm"): raise MlhpcError(f"unknown executor {executor!r}", "use --executor local or --executor slurm")
     if max_parallel < 1: raise MlhpcError(f"--max-parallel {max_parallel} is not a positive number", "pass 1 or more")
     plan = make_plan(spec)
+    if executor == "slurm": array_job(plan, sweep_dir(plan), range(len(plan.experiments)), max_parallel)
     if dry_run: out(plan_table(plan)); return 0
-    if executor == "slurm": raise MlhpcError("mlhpc sweep --executor slurm is not available yet", "run the sweep on this machine (--executor local), or submit experiments one by one with mlhpc submit")
     root, todo = prepare(plan, retry, overwrite, out)
+    if executor == "slurm": return submit_array(plan, root, todo, max_parallel, out)
     out(f"sweep {root}: {len(todo)} of {len(plan.experiments)} experiments to run, {max_parallel} at a time")
     ended = LocalRunner(plan, root, todo, max_parallel, out).run()
     out(f"{', '.join(f'{n} {s}' for s, n in totals([{'state': s} for s in ended.values()]).items()) or 'nothing to run'}; mlhpc status {root}")
     return exit_status(ended)
+
+# %% ../nbs/27_sweep.ipynb #fbd92e9a
+#| eval: false
+if __name__ == "__main__": task_main()

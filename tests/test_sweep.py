@@ -119,3 +119,16 @@ def test_ctrl_c_stops_running_experiments_so_they_can_be_retried(tmp_path):
     assert state(root/"seed=0")["state"] == "stopped" and not (root/"seed=1"/"status.json").exists()
     s = mlhpc("status", root)
     assert s.returncode == 0 and s.stdout.splitlines()[-1] == "1 stopped, 1 not started (2 experiments)", s.stdout
+
+def test_array_task_entry_runs_its_own_experiment(tmp_path):
+    "What each task of the --executor slurm array runs (`python -m ml_hpc.sweep SWEEP_DIR`), here outside SLURM with the index it would get."
+    from ml_hpc.sweep import make_plan, prepare
+    spec = write_spec(tmp_path, {"total_updates": 60, "updates_per_epoch": 60, "seed": [0, 1, 2]})
+    root, todo = prepare(make_plan(spec), out=print)
+    p = subprocess.run([sys.executable, "-m", "ml_hpc.sweep", str(root)], cwd=ROOT, env={**os.environ, **QUIET, "SLURM_ARRAY_TASK_ID": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert state(root/"seed=1")["state"] == "completed" and state(root/"seed=1")["update"] == 60
+    assert not (root/"seed=0"/"status.json").exists() and not (root/"seed=2"/"status.json").exists()
+    s = mlhpc("status", root)
+    assert s.stdout.splitlines()[-1] == "1 completed, 2 not started (3 experiments)", s.stdout
