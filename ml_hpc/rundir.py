@@ -293,11 +293,12 @@ def _queued_gone(st:dict)->tuple|None:
     return (FAILED, f"its SLURM job {job} ended ({s}) before the training started; see its slurm-*.out")
 
 # %% ../nbs/07_rundir.ipynb #28488021
-def run_state(run_dir)->dict: # the run directory
+def run_state(run_dir, # the run directory
+              queue:dict|None=None)->dict: # SLURM's states from one squeue call (job id -> state) for many runs; a job not in it has left the queue
     "status.json with `state` and `reason` as they really are (and `slurm`: SLURM's word on its job); {} if none."
     st = read_status(run_dir)
     if not st: return st
-    if st.get("job_id"): st["slurm"] = slurm_job_state(st["job_id"])
+    if st.get("job_id"): st["slurm"] = slurm_job_state(st["job_id"]) if queue is None else queue.get(str(st["job_id"]), GONE_FROM_SLURM)
     fix = _running_gone(run_dir, st) if st.get("state") == RUNNING else _queued_gone(st) if st.get("state") == QUEUED else None
     if fix: st.update(state=fix[0], reason=f"{fix[1]}; {resume_hint(run_dir)}" if fix[0] == FAILED else fix[1])
     return st

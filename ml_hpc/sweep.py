@@ -4,7 +4,7 @@
 
 # %% ../nbs/27_sweep.ipynb #17deaf23
 from __future__ import annotations
-import csv, hashlib, io, itertools, json, os, re, signal, subprocess, sys, time
+import csv, hashlib, io, itertools, json, os, re, shutil, signal, subprocess, sys, time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -12,7 +12,7 @@ import yaml
 from fastcore.basics import patch
 from .core import MlhpcError, atomic_write_text
 from .config import load_config, parse_yaml, read_yaml, show_value
-from .rundir import COMPLETED, FAILED, QUEUED, RUNNING, STOPPED, run_state, set_aside
+from .rundir import COMPLETED, FAILED, QUEUED, RUNNING, STOPPED, read_status, run_state, set_aside
 
 # %% auto #0
 __all__ = ['DETAILS', 'REQUIRED_DETAILS', 'SAFE_NAME', 'PARAM_NAME', 'SAFE_VALUE', 'MAX_NAME', 'KINDS', 'MANIFEST', 'SWEEP_FILE',
@@ -21,10 +21,10 @@ __all__ = ['DETAILS', 'REQUIRED_DETAILS', 'SAFE_NAME', 'PARAM_NAME', 'SAFE_VALUE
            'set_args', 'short_hash', 'name_part', 'varying', 'experiment_names', 'find_target', 'config_checker',
            'notebook_checker', 'checker', 'check_all', 'Plan', 'make_plan', 'expand', 'sweep_dir', 'latest_sweep_dir',
            'param_keys', 'manifest_text', 'spec_text', 'sweep_record', 'write_sweep', 'read_manifest',
-           'check_same_plan', 'experiment_state', 'to_retry', 'status_row', 'status_rows', 'sweep_status', 'totals',
-           'format_table', 'status_table', 'is_sweep_dir', 'show_status', 'experiment_command', 'LocalRunner',
-           'array_indices', 'task_command', 'run_task', 'task_main', 'array_job', 'submit_array', 'plan_table',
-           'prepare', 'exit_status', 'run_sweep']
+           'check_same_plan', 'experiment_state', 'to_retry', 'sweep_queue', 'status_row', 'status_rows',
+           'sweep_status', 'totals', 'format_table', 'status_table', 'is_sweep_dir', 'show_status',
+           'experiment_command', 'LocalRunner', 'array_indices', 'task_command', 'run_task', 'task_main', 'array_job',
+           'submit_array', 'plan_table', 'prepare', 'exit_status', 'run_sweep']
 
 # %% ../nbs/27_sweep.ipynb #fdaf16de
 DETAILS = {"name": "the sweep's name: its folder is output_dir/YYYY-MM-DD_name",
@@ -290,27 +290,40 @@ NOT_STARTED = "not started"
 STATE_ORDER = (COMPLETED, RUNNING, QUEUED, STOPPED, FAILED, NOT_STARTED)
 LEFT_ALONE = (COMPLETED, RUNNING, QUEUED)  # what --retry does not run again
 
-def experiment_state(run_dir)->dict: # an experiment's folder
+def experiment_state(run_dir, # an experiment's folder
+                     queue:dict|None=None)->dict: # SLURM's states of the sweep's tasks, from `sweep_queue`
     "Its run's real state (`run_state`), or `not started`."
-    st = run_state(run_dir)
+    st = run_state(run_dir, queue)
     return st if st.get("state") else {**st, "state": NOT_STARTED}
 
 def to_retry(root:Path, names:list)->list:
     "The indices of the experiments `--retry` runs: neither completed, running nor queued."
     return [i for i, n in enumerate(names) if experiment_state(root/n)["state"] not in LEFT_ALONE]
 
-# %% ../nbs/27_sweep.ipynb #a59694b6
-def status_row(root:Path, row:dict)->dict:
+# %% ../nbs/27_sweep.ipynb #3cdbe17c
+def sweep_queue(root:Path, rows:list)->dict|None:
+    "SLURM's states of the sweep's array tasks (task id -> state) from one squeue call; None if no experiment has a job or SLURM cannot say."
+    arrays = sorted({str(st["job_id"]).split("_")[0] for r in rows if (st := read_status(root/r["folder"])).get("job_id")})
+    if not arrays or not shutil.which("squeue"): return None
+    from ml_hpc.jobs import run_slurm
+    try: r = run_slurm(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i %T"], timeout=30)
+    except MlhpcError: return None
+    if r.returncode != 0: return {} if "Invalid job id" in r.stderr else None
+    return dict(line.split() for line in r.stdout.splitlines() if len(line.split()) == 2)
+
+def status_row(root:Path, row:dict, queue:dict|None=None)->dict:
     "One experiment's line of the status table."
-    st = experiment_state(root/row["folder"])
+    st = experiment_state(root/row["folder"], queue)
     metrics = {k: v for k, v in (st.get("metrics") or {}).items() if k.startswith("val_") and isinstance(v, (int, float))}
     return {"index": int(row["index"]), "experiment": row["folder"], "state": st["state"],
             "update": st.get("update"), "total_updates": st.get("total_updates"), **metrics,
             "attempts": st.get("attempt", 0), "last_activity": st.get("updated"), "reason": st.get("reason")}
 
 def status_rows(root)->list: # a sweep folder
-    "The status of every experiment of a sweep."
-    return [status_row(Path(root), r) for r in read_manifest(root)]
+    "The status of every experiment of a sweep (with one squeue call for all its SLURM tasks)."
+    rows = read_manifest(root)
+    queue = sweep_queue(Path(root), rows)
+    return [status_row(Path(root), r, queue) for r in rows]
 
 def sweep_status(root)->"pd.DataFrame": # a sweep folder
     "The status of every experiment of a sweep, as a DataFrame."
