@@ -24,7 +24,7 @@ __all__ = ['DETAILS', 'REQUIRED_DETAILS', 'SAFE_NAME', 'PARAM_NAME', 'SAFE_VALUE
            'check_same_plan', 'experiment_state', 'to_retry', 'sweep_queue', 'status_row', 'status_rows',
            'sweep_status', 'totals', 'format_table', 'status_table', 'is_sweep_dir', 'show_status',
            'experiment_command', 'LocalRunner', 'array_indices', 'task_command', 'run_task', 'task_main', 'array_job',
-           'submit_array', 'plan_table', 'prepare', 'exit_status', 'run_sweep']
+           'max_array_size', 'array_chunks', 'submit_array', 'plan_table', 'prepare', 'exit_status', 'run_sweep']
 
 # %% ../nbs/27_sweep.ipynb #fdaf16de
 DETAILS = {"name": "the sweep's name: its folder is output_dir/YYYY-MM-DD_name",
@@ -450,29 +450,30 @@ def task_command(root:Path, # a sweep folder
     return experiment_command(target, d, read_yaml(d/SPEC_FILE, "experiment spec"))
 
 def run_task(root, # a sweep folder
-             index:int|None=None): # default: $SLURM_ARRAY_TASK_ID
+             index:int|None=None, # default: $SLURM_ARRAY_TASK_ID
+             offset:int=0): # added to the index (an array split at the cluster's MaxArraySize)
     "Run one experiment of a sweep, replacing this process."
     if index is None:
         task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
         if not task.isdigit(): raise MlhpcError(f"SLURM_ARRAY_TASK_ID is {task!r}, not an array task's index", "this runs inside a task of the job array mlhpc sweep --executor slurm submits")
         index = int(task)
-    cmd = task_command(Path(root), index)
+    cmd = task_command(Path(root), offset + index)
     os.execv(cmd[0], cmd)
 
 # %% ../nbs/27_sweep.ipynb #f46a7633
 def task_main(argv=None):
-    "`python -m ml_hpc.sweep SWEEP_DIR`: run_task, with a one-line error (exit 2) for a mistake."
+    "`python -m ml_hpc.sweep SWEEP_DIR [OFFSET]`: run_task, with a one-line error (exit 2) for a mistake."
     args = sys.argv[1:] if argv is None else argv
     try:
-        if len(args) != 1: raise MlhpcError("usage: python -m ml_hpc.sweep SWEEP_DIR (in a SLURM array task)", "this is what the job array of mlhpc sweep --executor slurm runs")
-        run_task(args[0])
+        if len(args) not in (1, 2) or not "".join(args[1:]).isdigit(): raise MlhpcError("usage: python -m ml_hpc.sweep SWEEP_DIR [OFFSET] (in a SLURM array task)", "this is what the job array of mlhpc sweep --executor slurm runs")
+        run_task(args[0], offset=int(args[1]) if len(args) == 2 else 0)
     except MlhpcError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
 
 # %% ../nbs/27_sweep.ipynb #e938b63a
 RESOURCES = ("time", "nodes", "gpus", "ntasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos")
 
-def array_job(plan:Plan, root:Path, todo:list, max_parallel:int)->tuple:
-    "`(JobSpec, ClusterProfile)` of the job array that runs `todo`."
+def array_job(plan:Plan, root:Path, todo:list, max_parallel:int, offset:int=0)->tuple:
+    "`(JobSpec, ClusterProfile)` of the job array that runs `todo` (task i runs experiment offset + i)."
     from ml_hpc.sbatch import JobSpec
     from ml_hpc.cli import find_profile
     jd = plan.spec["job_details"]
@@ -484,25 +485,47 @@ def array_job(plan:Plan, root:Path, todo:list, max_parallel:int)->tuple:
     for k in ("partition", "account", "qos"):
         if k in res: setattr(profile, k, res[k])
     gpus = res.get("gpus", 0)
-    job = JobSpec(name=plan.name[:64], run_dir=str(root.absolute()), command=[sys.executable, "-m", "ml_hpc.sweep", str(root.absolute())],
+    job = JobSpec(name=plan.name[:64], run_dir=str(root.absolute()), command=[sys.executable, "-m", "ml_hpc.sweep", str(root.absolute()), *([str(offset)] if offset else [])],
                   time=res["time"], nodes=res.get("nodes", 1), ntasks_per_node=res.get("ntasks_per_node") or max(gpus if isinstance(gpus, int) else 1, 1),
-                  cpus_per_task=res.get("cpus_per_task"), gpus_per_node=gpus, mem=res.get("mem"), array=array_indices(todo, max_parallel))
+                  cpus_per_task=res.get("cpus_per_task"), gpus_per_node=gpus, mem=res.get("mem"), array=array_indices([i - offset for i in todo], max_parallel))
     return job, profile
 
-# %% ../nbs/27_sweep.ipynb #59e28494
+# %% ../nbs/27_sweep.ipynb #d539a7af
+def max_array_size()->int|None:
+    "The cluster's MaxArraySize (`scontrol show config`), or None if SLURM cannot say."
+    from ml_hpc.jobs import run_slurm
+    try: r = run_slurm(["scontrol", "show", "config"], timeout=30)
+    except MlhpcError: return None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", r.stdout, re.M)
+    return int(m.group(1)) if r.returncode == 0 and m else None
+
+def array_chunks(todo:list, # indices of the experiments to run
+                 max_size:int|None)->list: # the cluster's MaxArraySize (None: no limit)
+    "`(offset, indices)` groups, each one array whose task ids (index - offset) are below `max_size`."
+    out = []
+    for i in sorted(todo):
+        if not out or (max_size and i - out[-1][0] >= max_size): out.append((0 if not out and (not max_size or i < max_size) else i, []))
+        out[-1][1].append(i)
+    return out
+
+# %% ../nbs/27_sweep.ipynb #e1b95983
 def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->int:
-    "Submit the experiments `todo` of the sweep in `root` as one job array."
+    "Submit the experiments `todo` of the sweep in `root` as job arrays (one unless MaxArraySize splits it)."
     from ml_hpc.sbatch import sbatch_script
     from ml_hpc.jobs import submit
     from ml_hpc.rundir import write_status
     if not todo: out("nothing to submit"); return 0
-    atomic_write_text(root/"job.sbatch", sbatch_script(*array_job(plan, root, todo, max_parallel)))
-    array_id = submit(root/"job.sbatch")
-    for i in todo: write_status(root/plan.names[i], state=QUEUED, reason=None, job_id=f"{array_id}_{i}")
-    out(f"submitted job array {array_id}: {len(todo)} experiments, {max_parallel} at a time (mlhpc status {root})")
+    chunks = array_chunks(todo, max_array_size())
+    for c, (offset, idx) in enumerate(chunks):
+        script = root/("job.sbatch" if len(chunks) == 1 else f"job-{c + 1}.sbatch")
+        atomic_write_text(script, sbatch_script(*array_job(plan, root, idx, max_parallel, offset)))
+        array_id = submit(script)
+        for i in idx: write_status(root/plan.names[i], state=QUEUED, reason=None, job_id=f"{array_id}_{i - offset}")
+        out(f"submitted job array {array_id}: {len(idx)} experiments, {max_parallel} at a time")
+    out(f"mlhpc status {root}")
     return 0
 
-# %% ../nbs/27_sweep.ipynb #ab23f3b5
+# %% ../nbs/27_sweep.ipynb #c0a8453f
 def plan_table(plan:Plan)->str:
     "The experiments of a plan as a table, and the line `N experiments`."
     keys = varying(plan.experiments)
@@ -522,7 +545,7 @@ def prepare(plan:Plan, retry:bool=False, overwrite:bool=False, out=print)->tuple
     write_sweep(plan, root)
     return root, list(range(len(plan.experiments)))
 
-# %% ../nbs/27_sweep.ipynb #288523c1
+# %% ../nbs/27_sweep.ipynb #87439c3e
 def exit_status(ended:dict)->int:
     "0 if every run completed, 1 if one failed, 75 if some stopped or did not start."
     from ml_hpc.slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME
@@ -549,6 +572,6 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     out(f"{', '.join(f'{n} {s}' for s, n in totals([{'state': s} for s in ended.values()]).items()) or 'nothing to run'}; mlhpc status {root}")
     return exit_status(ended)
 
-# %% ../nbs/27_sweep.ipynb #fbd92e9a
+# %% ../nbs/27_sweep.ipynb #be1a3154
 #| eval: false
 if __name__ == "__main__": task_main()
