@@ -6,10 +6,11 @@ Every figure is the wall time of a fresh process (Python start-up and imports in
 - expand + check + write: `make_plan` and `prepare` of ml_hpc.sweep in a fresh process (what `mlhpc sweep` does before it
   starts the first experiment; no SLURM needed), then the folders are deleted for the next repeat;
 - `mlhpc status SWEEP_DIR` with no experiment started, and with every experiment holding a completed status.json.
+With `--slurm` (SLURM_CONF set, a cluster up; written but not yet run): `mlhpc sweep --executor slurm` end to end with
+every task held (SBATCH_HOLD=1, so nothing runs), beside seed 003's way, one `sbatch --hold` per experiment; both and the ratio.
 Targets (issue 10): the sweep path well under 2 s, status under 1 s, neither importing torch.
-Not measured here: submission of the job array to the SLURM cluster and seed 003's one sbatch per experiment (needs the cluster).
-Usage: python bench/bench_sweep.py [--repeats 5] [--experiments 1000]"""
-import argparse, shutil, statistics, subprocess, sys, tempfile, time
+Usage: python bench/bench_sweep.py [--repeats 5] [--experiments 1000] [--slurm]"""
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import yaml
 
@@ -25,13 +26,14 @@ def wall(cmd, ok=(0,)):
 
 def median(f, n): return statistics.median(f() for _ in range(n))
 
-def spec(tmp:Path, n:int, target:str, name:str)->Path:
+def spec(tmp:Path, n:int, target:str, name:str, resources:dict|None=None)->Path:
     "A spec of `n` experiments: seeds times learning rates (times hidden sizes for a config)."
     seeds = list(range(n // 10))
     params = ({"seed": seeds, "optimizer.learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "model.hidden_dim": [64, 128]} if target.endswith(".yaml")
               else {"seed": seeds, "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "hidden_dim": [64, 128]})
     p = tmp/f"{name}.yaml"
-    p.write_text(yaml.safe_dump({"job_details": {"name": name, "output_dir": str(tmp/"out"), "target": str(ROOT/target)}, "parameters": params}))
+    details = {"name": name, "output_dir": str(tmp/"out"), "target": str(ROOT/target), **({"resources": resources} if resources else {})}
+    p.write_text(yaml.safe_dump({"job_details": details, "parameters": params}))
     return p
 
 WRITE = ("import sys; from ml_hpc.sweep import make_plan, prepare; root, todo = prepare(make_plan(sys.argv[1]), out=lambda s: None); "
@@ -51,6 +53,7 @@ def complete_all(root:Path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5); ap.add_argument("--experiments", type=int, default=1000)
+    ap.add_argument("--slurm", action="store_true", help="also submit against the cluster SLURM_CONF points at (tasks held)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -66,5 +69,30 @@ def main():
         complete_all(root)
         done = median(lambda: wall(MLHPC + ["status", str(root)]), a.repeats)
         print(f"mlhpc status of {a.experiments} experiments: {fresh:.3f} s none started, {done:.3f} s all completed")
+        if a.slurm: bench_slurm(tmp, a.experiments)
+
+def scancel_user():
+    subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], capture_output=True)
+
+def bench_slurm(tmp:Path, n:int):
+    "One array for the sweep against one sbatch per experiment, every job held."
+    s = spec(tmp, n, "examples/digits.yaml", "arr", {"time": "00:10:00"})
+    held = {**os.environ, "SBATCH_HOLD": "1"}
+    t0 = time.perf_counter()
+    p = subprocess.run(MLHPC + ["sweep", str(s), "--executor", "slurm", "--max-parallel", "50"], cwd=ROOT, env=held, capture_output=True, text=True)
+    array = time.perf_counter() - t0
+    if p.returncode: raise SystemExit(p.stderr)
+    root = next((tmp/"out").glob("*_arr"))
+    t0 = time.perf_counter()
+    wall(MLHPC + ["status", str(root)])
+    status = time.perf_counter() - t0
+    scancel_user()
+    script = tmp/"one.sbatch"; script.write_text("#!/bin/bash\n#SBATCH --time=00:10:00\ntrue\n")
+    t0 = time.perf_counter()
+    for i in range(n): subprocess.run(["sbatch", "--hold", "--parsable", f"--output={tmp}/o-%j.out", str(script)], check=True, capture_output=True)
+    one_by_one = time.perf_counter() - t0
+    scancel_user()
+    print(f"SLURM, {n} experiments: mlhpc sweep --executor slurm {array:.3f} s (mlhpc status while queued {status:.3f} s); "
+          f"one sbatch per experiment {one_by_one:.3f} s; ratio {one_by_one / array:.1f}x")
 
 if __name__ == "__main__": main()
