@@ -465,11 +465,11 @@ def task_main(argv=None):
     "`python -m ml_hpc.sweep SWEEP_DIR [OFFSET]`: run_task, with a one-line error (exit 2) for a mistake."
     args = sys.argv[1:] if argv is None else argv
     try:
-        if len(args) not in (1, 2) or not "".join(args[1:]).isdigit(): raise MlhpcError("usage: python -m ml_hpc.sweep SWEEP_DIR [OFFSET] (in a SLURM array task)", "this is what the job array of mlhpc sweep --executor slurm runs")
+        if len(args) not in (1, 2) or not all(x.isdigit() for x in args[1:]): raise MlhpcError("usage: python -m ml_hpc.sweep SWEEP_DIR [OFFSET] (in a SLURM array task)", "this is what the job array of mlhpc sweep --executor slurm runs")
         run_task(args[0], offset=int(args[1]) if len(args) == 2 else 0)
     except MlhpcError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/27_sweep.ipynb #e938b63a
+# %% ../nbs/27_sweep.ipynb #fd0e1cb4
 RESOURCES = ("time", "nodes", "gpus", "ntasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos")
 
 def array_job(plan:Plan, root:Path, todo:list, max_parallel:int, offset:int=0)->tuple:
@@ -490,7 +490,7 @@ def array_job(plan:Plan, root:Path, todo:list, max_parallel:int, offset:int=0)->
                   cpus_per_task=res.get("cpus_per_task"), gpus_per_node=gpus, mem=res.get("mem"), array=array_indices([i - offset for i in todo], max_parallel))
     return job, profile
 
-# %% ../nbs/27_sweep.ipynb #d539a7af
+# %% ../nbs/27_sweep.ipynb #1b341e05
 def max_array_size()->int|None:
     "The cluster's MaxArraySize (`scontrol show config`), or None if SLURM cannot say."
     from ml_hpc.jobs import run_slurm
@@ -508,7 +508,7 @@ def array_chunks(todo:list, # indices of the experiments to run
         out[-1][1].append(i)
     return out
 
-# %% ../nbs/27_sweep.ipynb #e1b95983
+# %% ../nbs/27_sweep.ipynb #d5b4db94
 def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->int:
     "Submit the experiments `todo` of the sweep in `root` as job arrays (one unless MaxArraySize splits it)."
     from ml_hpc.sbatch import sbatch_script
@@ -525,7 +525,7 @@ def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->
     out(f"mlhpc status {root}")
     return 0
 
-# %% ../nbs/27_sweep.ipynb #c0a8453f
+# %% ../nbs/27_sweep.ipynb #81ba01a3
 def plan_table(plan:Plan)->str:
     "The experiments of a plan as a table, and the line `N experiments`."
     keys = varying(plan.experiments)
@@ -545,7 +545,7 @@ def prepare(plan:Plan, retry:bool=False, overwrite:bool=False, out=print)->tuple
     write_sweep(plan, root)
     return root, list(range(len(plan.experiments)))
 
-# %% ../nbs/27_sweep.ipynb #87439c3e
+# %% ../nbs/27_sweep.ipynb #7cca5824
 def exit_status(ended:dict)->int:
     "0 if every run completed, 1 if one failed, 75 if some stopped or did not start."
     from ml_hpc.slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME
@@ -572,6 +572,6 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     out(f"{', '.join(f'{n} {s}' for s, n in totals([{'state': s} for s in ended.values()]).items()) or 'nothing to run'}; mlhpc status {root}")
     return exit_status(ended)
 
-# %% ../nbs/27_sweep.ipynb #be1a3154
+# %% ../nbs/27_sweep.ipynb #43ce2ae6
 #| eval: false
 if __name__ == "__main__": task_main()
