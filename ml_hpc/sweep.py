@@ -24,7 +24,8 @@ __all__ = ['DETAILS', 'REQUIRED_DETAILS', 'SAFE_NAME', 'PARAM_NAME', 'SAFE_VALUE
            'check_same_plan', 'experiment_state', 'to_retry', 'sweep_queue', 'status_row', 'status_rows',
            'sweep_status', 'totals', 'format_table', 'status_table', 'is_sweep_dir', 'show_status',
            'experiment_command', 'LocalRunner', 'array_indices', 'task_command', 'run_task', 'task_main', 'array_job',
-           'max_array_size', 'array_chunks', 'submit_array', 'plan_table', 'prepare', 'exit_status', 'run_sweep']
+           'max_array_size', 'array_chunks', 'submit_array', 'plan_table', 'retry_line', 'prepare', 'exit_status',
+           'run_sweep']
 
 # %% ../nbs/27_sweep.ipynb #fdaf16de
 DETAILS = {"name": "the sweep's name: its folder is output_dir/YYYY-MM-DD_name",
@@ -285,7 +286,7 @@ def check_same_plan(plan:Plan, root:Path):
     if (root/MANIFEST).is_file() and (root/MANIFEST).read_text() == manifest_text(plan): return
     raise MlhpcError(f"the spec's experiments differ from those in {root}/{MANIFEST}", "retry with the spec that wrote it, or start over with --overwrite (the old folder is kept, renamed)")
 
-# %% ../nbs/27_sweep.ipynb #13e7dce2
+# %% ../nbs/27_sweep.ipynb #d385115e
 NOT_STARTED = "not started"
 STATE_ORDER = (COMPLETED, RUNNING, QUEUED, STOPPED, FAILED, NOT_STARTED)
 LEFT_ALONE = (COMPLETED, RUNNING, QUEUED)  # what --retry does not run again
@@ -300,7 +301,7 @@ def to_retry(root:Path, names:list)->list:
     "The indices of the experiments `--retry` runs: neither completed, running nor queued."
     return [i for i, n in enumerate(names) if experiment_state(root/n)["state"] not in LEFT_ALONE]
 
-# %% ../nbs/27_sweep.ipynb #3cdbe17c
+# %% ../nbs/27_sweep.ipynb #2922b05c
 def sweep_queue(root:Path, rows:list)->dict|None:
     "SLURM's states of the sweep's array tasks (task id -> state) from one squeue call; None if no experiment has a job or SLURM cannot say."
     arrays = sorted({str(st["job_id"]).split("_")[0] for r in rows if (st := read_status(root/r["folder"])).get("job_id")})
@@ -334,7 +335,7 @@ def totals(rows:list)->dict:
     "How many experiments are in each state (states with none left out)."
     return {s: n for s in STATE_ORDER if (n := sum(r["state"] == s for r in rows))}
 
-# %% ../nbs/27_sweep.ipynb #76eee727
+# %% ../nbs/27_sweep.ipynb #b92033ad
 def _cell(v)->str:
     if v is None: return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -352,7 +353,7 @@ def status_table(rows:list)->str:
     table = format_table(rows, ["index", "experiment", "state", "progress", *metrics, "attempts", "last_activity", "why"])
     return table + "\n" + ", ".join(f"{n} {s}" for s, n in totals(rows).items()) + f" ({len(rows)} experiments)"
 
-# %% ../nbs/27_sweep.ipynb #f20e160b
+# %% ../nbs/27_sweep.ipynb #c54065b7
 def is_sweep_dir(path)->bool: return (Path(path)/MANIFEST).is_file()
 
 def show_status(root, # a sweep folder
@@ -362,7 +363,7 @@ def show_status(root, # a sweep folder
     out(status_table(rows))
     return 1 if any(r["state"] == FAILED for r in rows) else 0
 
-# %% ../nbs/27_sweep.ipynb #c11777e8
+# %% ../nbs/27_sweep.ipynb #2d641544
 def experiment_command(target:Path, # the config or notebook
                        exp_dir:Path, # the experiment's folder
                        params:dict)->list: # its parameters
@@ -371,7 +372,7 @@ def experiment_command(target:Path, # the config or notebook
     if KINDS[target.suffix] == "config": return cli + ["train", str(target), "--run-dir", str(exp_dir), *set_args(params)]
     return cli + ["run", str(target), "--run-dir", str(exp_dir), "-f", str(exp_dir/SPEC_FILE)]
 
-# %% ../nbs/27_sweep.ipynb #c315b289
+# %% ../nbs/27_sweep.ipynb #0c7a8efe
 class LocalRunner:
     "Run a plan's experiments as local processes, K at a time."
     def __init__(self, plan:Plan, # the sweep
@@ -392,7 +393,7 @@ def start(self:LocalRunner, i:int):
     self.running[p] = (i, time.monotonic())
     self.out(f"[{len(self.ended) + len(self.running)}/{len(self.todo)}] started {self.plan.names[i]}")
 
-# %% ../nbs/27_sweep.ipynb #54c8db29
+# %% ../nbs/27_sweep.ipynb #b8a43c9d
 @patch
 def finish(self:LocalRunner, p:subprocess.Popen):
     "Record and report an experiment that ended."
@@ -414,7 +415,7 @@ def stop(self:LocalRunner, signum, frame=None):
         try: os.killpg(p.pid, sig)
         except ProcessLookupError: pass
 
-# %% ../nbs/27_sweep.ipynb #6a9bc56f
+# %% ../nbs/27_sweep.ipynb #ac37ba9d
 @patch
 def run(self:LocalRunner, poll:float=0.2)->dict:
     "Run every experiment to do; index -> final state."
@@ -429,7 +430,7 @@ def run(self:LocalRunner, poll:float=0.2)->dict:
         for s, h in old.items(): signal.signal(s, h)
     return self.ended
 
-# %% ../nbs/27_sweep.ipynb #32356a82
+# %% ../nbs/27_sweep.ipynb #6a45d1e6
 def array_indices(todo:list, # indices of the experiments to run
                   max_parallel:int|None=None)->str: # tasks running at a time
     "SLURM's `--array` value for `todo`: ranges joined by commas, then `%K`."
@@ -439,7 +440,7 @@ def array_indices(todo:list, # indices of the experiments to run
         else: runs.append([i, i])
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) + (f"%{max_parallel}" if max_parallel else "")
 
-# %% ../nbs/27_sweep.ipynb #5ae794e3
+# %% ../nbs/27_sweep.ipynb #fec1f41c
 def task_command(root:Path, # a sweep folder
                  index:int)->list: # an experiment's index in its manifest
     "The command of experiment `index` of the sweep in `root`, read from the sweep's files."
@@ -460,7 +461,7 @@ def run_task(root, # a sweep folder
     cmd = task_command(Path(root), offset + index)
     os.execv(cmd[0], cmd)
 
-# %% ../nbs/27_sweep.ipynb #f46a7633
+# %% ../nbs/27_sweep.ipynb #e6dc89a7
 def task_main(argv=None):
     "`python -m ml_hpc.sweep SWEEP_DIR [OFFSET]`: run_task, with a one-line error (exit 2) for a mistake."
     args = sys.argv[1:] if argv is None else argv
@@ -469,7 +470,7 @@ def task_main(argv=None):
         run_task(args[0], offset=int(args[1]) if len(args) == 2 else 0)
     except MlhpcError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/27_sweep.ipynb #fd0e1cb4
+# %% ../nbs/27_sweep.ipynb #b2511fdb
 RESOURCES = ("time", "nodes", "gpus", "ntasks_per_node", "cpus_per_task", "mem", "partition", "account", "qos")
 
 def array_job(plan:Plan, root:Path, todo:list, max_parallel:int, offset:int=0)->tuple:
@@ -490,7 +491,7 @@ def array_job(plan:Plan, root:Path, todo:list, max_parallel:int, offset:int=0)->
                   cpus_per_task=res.get("cpus_per_task"), gpus_per_node=gpus, mem=res.get("mem"), array=array_indices([i - offset for i in todo], max_parallel))
     return job, profile
 
-# %% ../nbs/27_sweep.ipynb #1b341e05
+# %% ../nbs/27_sweep.ipynb #d1416442
 def max_array_size()->int|None:
     "The cluster's MaxArraySize (`scontrol show config`), or None if SLURM cannot say."
     from ml_hpc.jobs import run_slurm
@@ -508,7 +509,7 @@ def array_chunks(todo:list, # indices of the experiments to run
         out[-1][1].append(i)
     return out
 
-# %% ../nbs/27_sweep.ipynb #d5b4db94
+# %% ../nbs/27_sweep.ipynb #01e43661
 def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->int:
     "Submit the experiments `todo` of the sweep in `root` as job arrays (one unless MaxArraySize splits it)."
     from ml_hpc.sbatch import sbatch_script
@@ -525,12 +526,20 @@ def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->
     out(f"mlhpc status {root}")
     return 0
 
-# %% ../nbs/27_sweep.ipynb #81ba01a3
+# %% ../nbs/27_sweep.ipynb #69342674
 def plan_table(plan:Plan)->str:
     "The experiments of a plan as a table, and the line `N experiments`."
     keys = varying(plan.experiments)
     rows = [{"index": i, "folder": n, **{k: value_text(e[k]) for k in keys if k in e}} for i, (n, e) in enumerate(zip(plan.names, plan.experiments))]
     return format_table(rows, ["index", "folder", *keys]) + f"\n{len(rows)} experiments"
+
+def retry_line(plan:Plan)->str:
+    "For a dry run with --retry: which experiments of the newest sweep folder would run again."
+    root = latest_sweep_dir(plan)
+    if root is None: return f"\nno sweep folder '*_{plan.name}' in {plan.output_dir} to retry"
+    check_same_plan(plan, root)
+    todo = to_retry(root, plan.names)
+    return f"\n--retry would run {len(todo)} of them in {root}" + (f": {', '.join(map(str, todo))}" if todo else "")
 
 def prepare(plan:Plan, retry:bool=False, overwrite:bool=False, out=print)->tuple:
     "The sweep folder to use and the experiments to run in it."
@@ -545,7 +554,7 @@ def prepare(plan:Plan, retry:bool=False, overwrite:bool=False, out=print)->tuple
     write_sweep(plan, root)
     return root, list(range(len(plan.experiments)))
 
-# %% ../nbs/27_sweep.ipynb #7cca5824
+# %% ../nbs/27_sweep.ipynb #ada8b6a2
 def exit_status(ended:dict)->int:
     "0 if every run completed, 1 if one failed, 75 if some stopped or did not start."
     from ml_hpc.slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME
@@ -564,7 +573,7 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     if max_parallel < 1: raise MlhpcError(f"--max-parallel {max_parallel} is not a positive number", "pass 1 or more")
     plan = make_plan(spec)
     if executor == "slurm": array_job(plan, sweep_dir(plan), range(len(plan.experiments)), max_parallel)
-    if dry_run: out(plan_table(plan)); return 0
+    if dry_run: out(plan_table(plan) + (retry_line(plan) if retry else "")); return 0
     root, todo = prepare(plan, retry, overwrite, out)
     if executor == "slurm": return submit_array(plan, root, todo, max_parallel, out)
     out(f"sweep {root}: {len(todo)} of {len(plan.experiments)} experiments to run, {max_parallel} at a time")
@@ -572,6 +581,6 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     out(f"{', '.join(f'{n} {s}' for s, n in totals([{'state': s} for s in ended.values()]).items()) or 'nothing to run'}; mlhpc status {root}")
     return exit_status(ended)
 
-# %% ../nbs/27_sweep.ipynb #43ce2ae6
+# %% ../nbs/27_sweep.ipynb #a7626603
 #| eval: false
 if __name__ == "__main__": task_main()
