@@ -265,12 +265,16 @@ def spec_text(params:dict)->str: return "".join(f"{value_text(k)}: {value_text(v
 # %% ../nbs/27_sweep.ipynb #41acc30b
 def sweep_record(plan:Plan)->dict: return {"name": plan.name, "target": str(plan.target), "kind": plan.kind, "experiments": len(plan.experiments), "spec": {k: v for k, v in plan.spec.items() if k != "source"}}
 
+def _write_experiment(root:Path, name:str, text:str):
+    (root/name).mkdir()
+    (root/name/SPEC_FILE).write_text(text)
+
 def write_sweep(plan:Plan, root:Path):
     "Create the sweep folder `root`: sweep.yaml, manifest.csv and each experiment's folder with its spec.yaml."
+    from concurrent.futures import ThreadPoolExecutor
     root.mkdir(parents=True)
-    for n, e in zip(plan.names, plan.experiments):
-        (root/n).mkdir()
-        (root/n/SPEC_FILE).write_text(spec_text(e))
+    texts = [spec_text(e) for e in plan.experiments]
+    with ThreadPoolExecutor(8) as pool: list(pool.map(_write_experiment, [root]*len(texts), plan.names, texts))
     (root/SWEEP_FILE).write_text(yaml.safe_dump(sweep_record(plan), sort_keys=False, allow_unicode=True))
     atomic_write_text(root/MANIFEST, manifest_text(plan), durable=False)
 
