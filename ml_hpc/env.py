@@ -88,6 +88,6 @@ def is_main(self:JobEnv): return self.rank == 0
 def distributed(self:JobEnv): return self.world_size > 1
 @patch(as_prop=True)
 def requeue_id(self:JobEnv):
-    "The id `scontrol requeue` needs: an array task by its own id, else the job."
+    "The id SLURM knows this job by (`squeue -j`, `scontrol requeue`, `status.json`): an array task by its own `ARRAYJOB_TASK` id, else the job."
     if self.array_job_id and self.array_task_id: return f"{self.array_job_id}_{self.array_task_id}"
     return self.job_id

@@ -106,7 +106,7 @@ def warning_margin(environ=None)->float|None: # default: os.environ
 def build_callbacks(cfg:Config, run_dir, env:JobEnv, attempt:int, show_progress:bool, exiting:bool=False)->list:
     "The callbacks a config asks for."
     p, cbs = run_paths(run_dir), []
-    if env.is_main: cbs.append(RunLogger(run_dir, attempt, env.job_id))
+    if env.is_main: cbs.append(RunLogger(run_dir, attempt, env.requeue_id))
     if env.is_main and show_progress: cbs.append(ProgressBar())
     w = cfg.wandb
     if env.is_main and w.enabled and w.mode != "disabled": cbs.append(WandbCallback(run_dir, config_dict(cfg), w.project, w.entity, w.mode))

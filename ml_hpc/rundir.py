@@ -12,10 +12,10 @@ from .core import MlhpcError, atomic_write_text
 
 # %% auto #0
 __all__ = ['QUEUED', 'RUNNING', 'STOPPED', 'COMPLETED', 'FAILED', 'RUN_STATES', 'REQUEUE_WAIT', 'GRACE', 'GONE_FROM_SLURM',
-           'ACTIVE_JOB_STATES', 'WAITING_JOB_STATES', 'run_paths', 'usable_run_dir', 'read_status', 'write_status',
-           'process_start', 'holder_record', 'parse_holder', 'describe_holder', 'slurm_job_state', 'holder_state',
-           'kernel_lock', 'RunLock', 'resume_hint', 'lock_is_free', 'read_holder', 'run_state', 'check_idle',
-           'set_aside']
+           'ACTIVE_JOB_STATES', 'WAITING_JOB_STATES', 'CORRECTIONS', 'run_paths', 'usable_run_dir', 'read_status',
+           'write_status', 'process_start', 'holder_record', 'parse_holder', 'describe_holder', 'slurm_job_state',
+           'holder_state', 'kernel_lock', 'RunLock', 'resume_hint', 'lock_is_free', 'read_holder', 'run_state',
+           'check_idle', 'set_aside']
 
 # %% ../nbs/07_rundir.ipynb #44c9a147
 def run_paths(run_dir)->dict: # the run directory
@@ -286,11 +286,19 @@ def _running_gone(run_dir, st:dict)->tuple|None:
     if not lock_is_free(run_dir): return None
     return (FAILED, f"its process (pid {h.get('pid')} on {h['host']}) is gone" if h.get("host") else "no process is training it")
 
-def _queued_gone(st:dict)->tuple|None:
+def _queued_gone(run_dir, st:dict)->tuple|None:
     "(state, why) when a queued run's job is gone without starting it, else None."
     s, job = st.get("slurm"), st.get("job_id")
     if s is None or s in ACTIVE_JOB_STATES | WAITING_JOB_STATES: return None
     return (FAILED, f"its SLURM job {job} ended ({s}) before the training started; see its slurm-*.out")
+
+def _stopped_requeued(run_dir, st:dict)->tuple|None:
+    "(state, why) when a stopped run's job is still in SLURM's queue (requeued, or about to be), else None."
+    s, job = st.get("slurm"), st.get("job_id")
+    if s not in ACTIVE_JOB_STATES | WAITING_JOB_STATES: return None
+    return (QUEUED, f"{st.get('reason') or 'stopped'}; its SLURM job {job} runs it again ({s})")
+
+CORRECTIONS = {RUNNING: _running_gone, QUEUED: _queued_gone, STOPPED: _stopped_requeued}  # state in status.json -> what may have changed since
 
 # %% ../nbs/07_rundir.ipynb #28488021
 def run_state(run_dir, # the run directory
@@ -299,7 +307,7 @@ def run_state(run_dir, # the run directory
     st = read_status(run_dir)
     if not st: return st
     if st.get("job_id"): st["slurm"] = slurm_job_state(st["job_id"]) if queue is None else queue.get(str(st["job_id"]), GONE_FROM_SLURM)
-    fix = _running_gone(run_dir, st) if st.get("state") == RUNNING else _queued_gone(st) if st.get("state") == QUEUED else None
+    fix = (correct := CORRECTIONS.get(st.get("state"))) and correct(run_dir, st)
     if fix: st.update(state=fix[0], reason=f"{fix[1]}; {resume_hint(run_dir)}" if fix[0] == FAILED else fix[1])
     return st
 

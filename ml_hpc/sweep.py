@@ -526,7 +526,7 @@ def submit_array(plan:Plan, root:Path, todo:list, max_parallel:int, out=print)->
         atomic_write_text(script, sbatch_script(*array_job(plan, root, idx, max_parallel, offset)))
         array_id = submit(script)
         for i in idx: write_status(root/plan.names[i], state=QUEUED, reason=None, job_id=f"{array_id}_{i - offset}")
-        out(f"submitted job array {array_id}: {len(idx)} experiments, {max_parallel} at a time")
+        out(f"submitted job array {array_id}: {len(idx)} experiment{'s' * (len(idx) != 1)}, {max_parallel} at a time")
     out(f"mlhpc status {root}")
     return 0
 
@@ -579,8 +579,8 @@ def run_sweep(spec, # a spec file, or the spec as a dict
     if executor == "slurm": array_job(plan, sweep_dir(plan), range(len(plan.experiments)), max_parallel)
     if dry_run: out(plan_table(plan) + (retry_line(plan) if retry else "")); return 0
     root, todo = prepare(plan, retry, overwrite, out)
-    if executor == "slurm": return submit_array(plan, root, todo, max_parallel, out)
     out(f"sweep {root}: {len(todo)} of {len(plan.experiments)} experiments to run, {max_parallel} at a time")
+    if executor == "slurm": return submit_array(plan, root, todo, max_parallel, out)
     ended = LocalRunner(plan, root, todo, max_parallel, out).run()
     out(f"{', '.join(f'{n} {s}' for s, n in totals([{'state': s} for s in ended.values()]).items()) or 'nothing to run'}; mlhpc status {root}")
     return exit_status(ended)
