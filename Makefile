@@ -49,6 +49,7 @@ pytest: install sysdeps
 bench: install
 	$(BIN)/python bench/bench_trainer.py
 	$(BIN)/python bench/bench_checkpoint.py
+	$(BIN)/python bench/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) runs _proc _docs *.egg-info

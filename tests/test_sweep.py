@@ -132,3 +132,7 @@ def test_array_task_entry_runs_its_own_experiment(tmp_path):
     assert not (root/"seed=0"/"status.json").exists() and not (root/"seed=2"/"status.json").exists()
     s = mlhpc("status", root)
     assert s.stdout.splitlines()[-1] == "1 completed, 2 not started (3 experiments)", s.stdout
+
+def test_the_example_spec_plans_eight_experiments(tmp_path):
+    p = mlhpc("sweep", ROOT/"examples/sweep_digits.yaml", "--dry-run", "--executor", "slurm", cwd=tmp_path, check=True)
+    assert p.stdout.splitlines()[-1] == "8 experiments" and not (tmp_path/"runs").exists(), p.stdout
