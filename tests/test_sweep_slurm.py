@@ -9,11 +9,11 @@ from test_sweep import write_spec, sweep_folder, manifest, state, mtimes
 
 pytestmark = pytest.mark.slurm
 
-SLOW = "tests.slow_data:slow_digits"  # 64 samples x 0.5 ms per update: ~50 ms of wall time, little CPU
+SLOW = "tests.slow_data:slow_digits"  # each batch takes 30 ms to read: wall time, little CPU
 QUICK = {"total_updates": 60, "updates_per_epoch": 20}
 GRID = {"LIST_runs": [{**QUICK, "seed": [0, 1, 2, 3]},
                       {**QUICK, "optimizer.name": "SGD", "optimizer.learning_rate": 1.0e6, "seed": 0},  # a huge SGD step: the loss goes non-finite
-                      {"data.name": SLOW, "total_updates": 1600, "updates_per_epoch": 400, "seed": 0}]}  # ~80 s: more than one 1-minute attempt
+                      {"data.name": SLOW, "total_updates": 2000, "updates_per_epoch": 500, "seed": 0}]}  # > 60 s: more than one 1-minute attempt
 
 def status_table(slurm, root):
     "`mlhpc status SWEEP_DIR` as (exit status, {experiment: state}, last line)."
@@ -35,7 +35,7 @@ def follow(slurm, root, array, stall=300):
             if not seen.get(name) or seen[name][-1] != s: seen.setdefault(name, []).append(s); last_change = time.monotonic()
         if not in_queue and all(s in ("completed", "failed", "stopped") for s in states.values()): return seen
         assert time.monotonic() - last_change < stall, f"no state changed for {stall} s: {states}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 def array_id(out):
     return re.search(r"submitted job array (\d+): (\d+) experiments?, (\d+) at a time", out).groups()
@@ -61,9 +61,9 @@ def test_sweep_as_one_job_array_requeues_reports_and_retries_only_the_failed_tas
     assert all(v[0] == "queued" for v in seen.values()), seen
     # stopped at the limit and requeued by its job: queued again (not stopped, which --retry would resubmit), then running again
     assert seen[slow][:4] == ["queued", "running", "queued", "running"] and seen[slow][-1] == "completed" and "stopped" not in seen[slow], seen[slow]
-    assert all(seen[n][-2:] == ["running", "completed"] for n in names[:4]) and seen[failing][-1] == "failed", seen
+    assert all(seen[n][-1] == "completed" for n in names[:4]) and seen[failing][-1] == "failed", seen  # a quick one may run between two looks
     st = state(root/slow)
-    assert st["attempt"] >= 2 and st["update"] == 1600 and st["job_id"] == f"{array}_5", st
+    assert st["attempt"] >= 2 and st["update"] == 2000 and st["job_id"] == f"{array}_5", st
     stops = re.findall(r"stopped at update (\d+) \(time limit", (root/slow/"train.log").read_text())
     assert len(stops) == st["attempt"] - 1 and int(stops[0]) > 0, stops
     code, states, last = status_table(slurm, root)
