@@ -14,7 +14,7 @@ from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 __all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
            'add_run_parser', 'status_line', 'cmd_status', 'cmd_config', 'add_config_parser', 'mlhpc_program',
            'find_profile', 'job_for', 'check_signals', 'queue_job', 'cmd_submit', 'submit_notebook', 'cmd_sweep',
-           'add_sweep_parser', 'parser', 'main']
+           'add_sweep_parser', 'add_train_parser', 'add_submit_parser', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
@@ -49,6 +49,7 @@ def log_failure(run_dir:Path, # the run directory
     except OSError: return None
     return log
 
+# %% ../nbs/40_cli.ipynb #24c05e91
 def cmd_train(a)->int:
     "Train (or resume) the run described by a YAML config."
     import traceback
@@ -162,6 +163,7 @@ def job_for(a, run_dir:Path, profile):
     return JobSpec(name=name, run_dir=str(run_dir), command=cmd, time=a.time, nodes=a.nodes, ntasks_per_node=ntasks,
                    cpus_per_task=a.cpus_per_task, gpus_per_node=a.gpus, mem=a.mem, stage_archive=a.stage)
 
+# %% ../nbs/40_cli.ipynb #860ad0db
 def check_signals(cfg, profile):
     "Refuse a profile whose early-warning signal the run would not listen to."
     from ml_hpc.slurm import signal_name
@@ -169,6 +171,7 @@ def check_signals(cfg, profile):
         raise MlhpcError(f"the cluster profile's early-warning signal {profile.signal} is not the run's stop_signal {cfg.stop_signal}",
                          f"use the same signal in both: --set stop_signal={profile.signal}, or signal: {cfg.stop_signal} in the profile")
 
+# %% ../nbs/40_cli.ipynb #e6271aef
 def queue_job(run_dir:Path, # the run directory; the script is written there as job.sbatch
               script:str, # the batch script
               dry_run:bool, # only write and print the script
@@ -187,6 +190,7 @@ def queue_job(run_dir:Path, # the run directory; the script is written there as 
     print(f"submitted job {job_id} for {run_dir} (mlhpc status {run_dir})")
     return EXIT_OK
 
+# %% ../nbs/40_cli.ipynb #9a88d121
 def cmd_submit(a)->int:
     "Write RUN_DIR/job.sbatch for a run and submit it."
     if Path(a.config).suffix == ".ipynb": return submit_notebook(a)
@@ -253,10 +257,8 @@ def add_sweep_parser(sub):
     w.set_defaults(func=cmd_sweep)
 
 # %% ../nbs/40_cli.ipynb #42078f3b
-def parser()->argparse.ArgumentParser:
-    "The `mlhpc` argument parser."
-    p = argparse.ArgumentParser(prog="mlhpc", description="Train PyTorch models on SLURM clusters from configs and notebooks.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def add_train_parser(sub): # the subparsers of `mlhpc`
+    "`mlhpc train CONFIG`."
     t = sub.add_parser("train", help="train (or resume) a run from a YAML config",
                        description="Train the run a YAML config describes. Rerunning the same command on the same run directory resumes it from its latest checkpoint.",
                        epilog="Config options:\n" + "\n".join(f"  {k} = {d!r}: {doc}" for k, d, doc in config_rows()),
@@ -266,7 +268,10 @@ def parser()->argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, dotted keys for nesting (repeatable)")
     t.add_argument("--overwrite", action="store_true", help="if the run directory holds a different run, move it aside (never deleted) and start fresh")
     t.set_defaults(func=cmd_train)
-    add_run_parser(sub); add_config_parser(sub)
+
+# %% ../nbs/40_cli.ipynb #7f032cd1
+def add_submit_parser(sub): # the subparsers of `mlhpc`
+    "`mlhpc submit CONFIG|NOTEBOOK`."
     s = sub.add_parser("submit", help="write an sbatch script for a run and submit it to SLURM (requeues itself until done)",
                        description="Write RUN_DIR/job.sbatch for the run a YAML config describes and submit it. The job stops before its time limit or on preemption, saves, and requeues itself until the run completes.")
     s.add_argument("config", help="the YAML config file")
@@ -285,6 +290,14 @@ def parser()->argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="write and print the script, submit nothing")
     s.add_argument("--overwrite", action="store_true", help="if the run directory holds a different or completed run, move it aside (never deleted) and start fresh")
     s.set_defaults(func=cmd_submit)
+
+# %% ../nbs/40_cli.ipynb #2cf7e1ed
+def parser()->argparse.ArgumentParser:
+    "The `mlhpc` argument parser."
+    p = argparse.ArgumentParser(prog="mlhpc", description="Train PyTorch models on SLURM clusters from configs and notebooks.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_train_parser(sub); add_run_parser(sub); add_config_parser(sub)
+    add_submit_parser(sub)
     add_sweep_parser(sub)
     st = sub.add_parser("status", help="show state, progress and attempts of run directories, or of a sweep's experiments (SWEEP_DIR)")
     st.add_argument("run_dirs", nargs="+", metavar="RUN_DIR"); st.set_defaults(func=cmd_status)

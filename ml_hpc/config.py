@@ -294,8 +294,9 @@ def takes_any_key(func)->bool: # a function or class
     return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
 
 # %% ../nbs/01_config.ipynb #e9c3eceb
-def _plain(v)->bool:
-    if isinstance(v, (list, dict)): return all(map(_plain, v.values() if isinstance(v, dict) else v)) and all(isinstance(k, str) for k in (v if isinstance(v, dict) else []))
+def _yaml_plain(v)->bool:
+    "Whether `v` is a value a YAML file holds as written: str, number, bool, None, or lists and string-keyed dicts of them (no NaN or inf)."
+    if isinstance(v, (list, dict)): return all(map(_yaml_plain, v.values() if isinstance(v, dict) else v)) and all(isinstance(k, str) for k in (v if isinstance(v, dict) else []))
     return isinstance(v, PLAIN) and not (isinstance(v, float) and not math.isfinite(v))
 
 def _coerced(value, typ, default, key, what, how):
@@ -322,7 +323,7 @@ def check_args(given:dict, # the values set (from YAML, --set or -p)
         key = prefix + name
         if name in given: out[name] = _coerced(given[name], typ, default, key, what, how)
         elif default is REQUIRED: raise MlhpcError(f"{what} '{key}' is required and has no default", f"set '{key}' in the YAML file or with --set {key}=...")
-        elif _plain(default): out[name] = default
+        elif _yaml_plain(default): out[name] = default
     return out | {k: v for k, v in given.items() if k not in params}
 
 # %% ../nbs/01_config.ipynb #3e510805

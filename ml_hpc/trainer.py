@@ -64,16 +64,17 @@ def resolve_device(name:str, env:JobEnv)->torch.device: # 'auto', 'cpu' or 'cuda
     return torch.device("cpu")
 
 # %% ../nbs/11_trainer.ipynb #dd7d54ab
-def _plain(v):
+def _as_dicts(v):
+    "`v` with config objects (dataclasses) turned into dicts, at any depth of dicts."
     if dataclasses.is_dataclass(v) and not isinstance(v, type): return dataclasses.asdict(v)
-    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, dict): return {k: _as_dicts(x) for k, x in v.items()}
     return v
 
 def override_config(cfg:Config, # the config to start from
                     **kw)->Config: # top-level keys; a section as a dict (merged into cfg's) or a config object
     "`cfg` with `kw` merged in, built and checked by `load_config` like a YAML file on top of `cfg`."
     if not kw: return cfg
-    return load_config(base=_merge(config_dict(cfg), _plain(kw)))
+    return load_config(base=_merge(config_dict(cfg), _as_dicts(kw)))
 
 # %% ../nbs/11_trainer.ipynb #f194f519
 class Trainer:
@@ -119,7 +120,6 @@ def _setup_data(self:Trainer):
     self.loader = make_loader(self.train_ds, self.sampler, c.data.num_workers, pin)
     self.eval_data = {"valid": self._eval_loader(self.valid_ds, shuffle=False, cap=c.eval_iters)}
     if c.eval_train: self.eval_data["train"] = self._eval_loader(self.train_ds, shuffle=True, cap=self.eval_data["valid"][1])
-    self.valid_loader = self.eval_data["valid"][0]
     self._it = None
 
 @patch
@@ -131,6 +131,7 @@ def _eval_loader(self:Trainer, ds, # the split to evaluate on
     s = ShardedBatchSampler(len(ds), c.eval_batch_size or c.batch_size, c.seed, e.rank, e.world_size, shuffle=shuffle, drop_last=False)
     return make_loader(ds, s, 0, self.device.type == "cuda"), min(cap, len(s)) if cap else len(s)
 
+# %% ../nbs/11_trainer.ipynb #f66f7b81
 @patch
 def _resolve_lengths(self:Trainer):
     c, per_pass = self.cfg, len(self.sampler) // self.cfg.grad_accum_steps
@@ -143,6 +144,7 @@ def global_batch(self:Trainer)->int:
     "Samples one update sees, over all processes."
     return self.cfg.batch_size * self.cfg.grad_accum_steps * self.env.world_size
 
+# %% ../nbs/11_trainer.ipynb #bbf6e480
 @patch
 def eval_names(self:Trainer, prefix:str="val_")->list: # the prefix `evaluate` is given
     "Names of the metrics one `evaluate` reports."
