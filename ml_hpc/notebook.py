@@ -186,12 +186,20 @@ class SignalForwarder:
 # %% ../nbs/26_notebook.ipynb #14bc2912
 def notebook_parameters(path)->dict: # a notebook
     "The names in the notebook's `parameters` cell with their default values (None where the default is not a literal)."
-    import papermill as pm
+    import nbformat, papermill as pm
     if not Path(path).is_file(): raise MlhpcError(f"notebook '{path}' not found", "check the path (relative paths are from the current directory)")
+    try: nb = nbformat.read(str(path), as_version=4)
+    except Exception as e: raise MlhpcError(f"'{path}' is not a readable notebook ({(str(e).splitlines() or [type(e).__name__])[0][:100]})", "give a Jupyter notebook (.ipynb) as saved by Jupyter") from None
     def literal(src):
         try: return ast.literal_eval(src)
         except (ValueError, SyntaxError): return None
-    return {k: literal(v["default"]) for k, v in pm.inspect_notebook(str(path)).items()}
+    if nb.metadata.get("kernelspec", {}).get("name"): found = pm.inspect_notebook(str(path))
+    else:  # papermill needs a kernel name to read the parameters; jobs run this interpreter's kernel anyway
+        nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+        with tempfile.TemporaryDirectory() as d:
+            nbformat.write(nb, Path(d)/"nb.ipynb")
+            found = pm.inspect_notebook(str(Path(d)/"nb.ipynb"))
+    return {k: literal(v["default"]) for k, v in found.items()}
 
 def cli_values(pairs, # (NAME, VALUE) pairs from -p
                defaults:dict)->dict: # the notebook's defaults

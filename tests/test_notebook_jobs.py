@@ -96,6 +96,17 @@ def test_bad_value_names_the_parameter_and_the_type(tmp_path):
     one_line_error(mlhpc("run", NB, "--run-dir", tmp_path/"r", "-p", "learning_rate", "fast"), "parameter 'learning_rate'", "expected a number")
     assert not (tmp_path/"r").exists()
 
+def test_a_notebook_without_kernel_metadata_runs_and_a_broken_one_is_one_line(tmp_path):
+    "Notebooks written by other tools may lack `kernelspec`: the job runs this interpreter's kernel anyway. A file that is not a notebook is a user mistake."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("steps = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print('ran', steps * 2)")])
+    nbformat.write(nb, tmp_path/"bare.ipynb")
+    p = mlhpc("run", tmp_path/"bare.ipynb", "--run-dir", tmp_path/"r", "-p", "steps", "21")
+    assert p.returncode == 0 and "ran 42" in (tmp_path/"r"/"train.log").read_text(), p.stdout + p.stderr
+    (tmp_path/"bad.ipynb").write_text("x")
+    one_line_error(mlhpc("run", tmp_path/"bad.ipynb", "--run-dir", tmp_path/"r2"), "is not a readable notebook")
+    assert not (tmp_path/"r2").exists()
+
 def test_secret_parameter_is_refused(tmp_path):
     (tmp_path/"p.yaml").write_text("wandb_api_key: abc\n")
     one_line_error(mlhpc("run", NB, "--run-dir", tmp_path/"r", "-f", tmp_path/"p.yaml"), "looks like a secret", "environment or .env")
