@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_run.ipynb #154e81f5
 from __future__ import annotations
-import logging, subprocess, sys, time, warnings
+import atexit, logging, subprocess, sys, time, warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 import torch, yaml
@@ -26,9 +26,9 @@ from .callback.wandb import WandbCallback
 from .slurm import parse_time_limit, signal_name
 
 # %% auto #0
-__all__ = ['RESUME_MAY_CHANGE', 'recorded_config', 'check_same_config', 'git_commit', 'inferred_facts', 'init_distributed',
-           'deadline', 'warning_margin', 'build_callbacks', 'build_trainer', 'lost_progress', 'restore',
-           'prepare_run_dir', 'completed_trainer', 'train_run']
+__all__ = ['RESUME_MAY_CHANGE', 'recorded_config', 'check_same_config', 'git_commit', 'inferred_facts', 'leave_distributed',
+           'init_distributed', 'deadline', 'warning_margin', 'build_callbacks', 'build_trainer', 'lost_progress',
+           'restore', 'prepare_run_dir', 'completed_trainer', 'train_run']
 
 # %% ../nbs/25_run.ipynb #f2d9d067
 RESUME_MAY_CHANGE = ("time_limit", "time_margin", "stop_signal", "dist_timeout", "log_every", "device", "data.num_workers", "checkpoint.every", "checkpoint.keep_last", "checkpoint.async_save", "wandb.")
@@ -73,14 +73,19 @@ def inferred_facts(info:dict, # from the data factory
             "torch_version": str(torch.__version__), "ml_hpc_version": ml_hpc.__version__, "git_commit": git_commit()}
 
 # %% ../nbs/25_run.ipynb #16f07608
+def leave_distributed():
+    "Leave the process group, if this process is in one."
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
 def init_distributed(env:JobEnv, # this process
                      timeout_s:float=300.): # how long collectives wait for a missing peer (config: dist_timeout)
-    "Join the process group when there is more than one process."
+    "Join the process group when there is more than one process; it is left when the process exits."
     if not env.distributed or dist.is_initialized(): return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl": torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}", rank=env.rank,
                             world_size=env.world_size, timeout=timedelta(seconds=timeout_s))
+    atexit.register(leave_distributed)
     return True
 
 # %% ../nbs/25_run.ipynb #62d36e09

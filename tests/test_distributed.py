@@ -307,3 +307,36 @@ def test_stop_signal_is_agreed_saved_and_resumed_exactly(files, pair, tmp_path):
     assert f"resumed from update {n}" in log and f"resumed from update {m}" in log, log
     print(f"stops at updates {n} (torchrun TERM, sent at {sent_at}) and {m} (rank 1 TERM); signal to saved checkpoint "
           f"{latency:.2f} s; torchrun exited {torchrun_exit_s:.2f} s after TERM with {code1}; after rank 1's stop with {code2}")
+
+EXIT_AFTER_ALL_REDUCE = """
+import sys, torch, torch.distributed as dist
+rank, port, protect = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+if protect:
+    from ml_hpc.env import JobEnv
+    from ml_hpc.run import init_distributed
+    init_distributed(JobEnv(rank=rank, world_size=2, master_port=port))
+else: dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+t = torch.ones(1000)
+for _ in range(10): dist.all_reduce(t)
+"""
+
+def exit_codes(protect:bool)->list:
+    "Exit statuses of two processes that join a gloo group (with `init_distributed`, or plainly), all-reduce, and exit."
+    from ml_hpc.notebook import free_port
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", EXIT_AFTER_ALL_REDUCE, str(r), str(port), "1" if protect else "0"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    return [(p.wait(timeout=120), p.stderr.read()[-300:]) for p in procs]
+
+def test_processes_leave_the_group_at_exit_instead_of_aborting():
+    """A gloo group left to the interpreter's teardown aborts a finished process now and then (SIGABRT, 'terminate called without an
+    active exception'; about one exit in three here), and torchrun then fails the job. `init_distributed` leaves the group at exit.
+    First the plain group is run until it aborts (the test proves nothing if it never does), then the protected one ten times."""
+    plain = []
+    while len(plain) < 40 and not any(code for code, _ in plain):  # 20 pairs: P(no abort) < 0.1% at the rate seen here
+        plain += exit_codes(protect=False)
+    aborted = [c for c, err in plain if c]
+    print(f"plain gloo group: {len(aborted)} of {len(plain)} processes aborted at exit ({aborted}); then 20 with init_distributed")
+    assert aborted, f"no abort in {len(plain)} exits of the plain group: this machine does not show the defect, the test cannot tell"
+    protected = [r for _ in range(10) for r in exit_codes(protect=True)]
+    assert all(code == 0 for code, _ in protected), [r for r in protected if r[0]]
