@@ -262,9 +262,11 @@ def live_states(entries:dict)->dict: # run directory -> entry
 FIRST = list(STATUS_COLUMNS.values())
 
 def _column_order(rows:list)->list:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = list(dict.fromkeys(k for shape in dict.fromkeys(tuple(r) for r in rows) for k in shape))
     metrics = sorted(k for k in keys if k.startswith(("final_", "best_")))
     return FIRST + metrics + [k for k in keys if k not in FIRST and k not in metrics]
+
+def _relative(d:str, root:str)->str: return d[len(root):].lstrip(os.sep) or "." if d.startswith(root) else os.path.relpath(d, root)
 
 def _stats_frames(entries:list)->list:
     index = {}
@@ -275,11 +277,9 @@ def runs_frame(entries:dict, # run directory -> entry
                root:str, # the folder the runs were found in
                live:dict={})->pd.DataFrame: # run directory -> real status, from `live_states`
     "One row per run: status, metrics, config keys and parameters, path, problem, stats."
-    rows = [{**e["row"], **{k: live[d].get(k) for k in ("state", "reason") if d in live}} for d, e in entries.items()]
-    data = {k: [r.get(k) for r in rows] for k in _column_order(rows)}
-    data.update(path=list(entries), problem=[e["problem"] for e in entries.values()], stats=_stats_frames(list(entries.values())))
-    names = [os.path.relpath(d, root) for d in entries]
-    return pd.DataFrame(data, index=pd.Index(names, name="run"))
+    rows = [{**e["row"], "state": live[d].get("state"), "reason": live[d].get("reason")} if d in live else e["row"] for d, e in entries.items()]
+    df = pd.DataFrame(rows, columns=_column_order(rows), index=pd.Index([_relative(d, root) for d in entries], name="run"))
+    return df.assign(path=list(entries), problem=[e["problem"] for e in entries.values()], stats=_stats_frames(list(entries.values())))
 
 # %% ../nbs/28_results.ipynb #b5118350
 def load_runs(root, # a folder of runs: a sweep, a folder of sweeps and runs, or one run directory
