@@ -1,11 +1,11 @@
 """`ml_hpc.results.load_runs` on run directories written by the real trainer: a local sweep, a plain run, a notebook run,
 copies of a run damaged the ways runs get damaged (stats.csv cut mid-line, binary garbage in it, no stats.csv, a broken
 status.json), and a run loaded while it trains, after SIGUSR2 stopped it, and after its resumed process was killed. The loader must never write into a run."""
-import json, os, shutil, signal, subprocess, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, yaml
-from helpers import ROOT, MLHPC, mlhpc
-from ml_hpc.results import load_runs
+from helpers import ROOT, MLHPC
+from ml_hpc.results import load_runs, read_index
 
 QUIET = {"OMP_NUM_THREADS": "1"}  # the machine is shared: one thread per run
 
@@ -20,9 +20,10 @@ def runs(tmp_path_factory):
     spec = {"job_details": {"name": "pair", "output_dir": str(root), "target": str(ROOT/"examples/digits.yaml")},
             "parameters": {"total_updates": 60, "updates_per_epoch": 20, "optimizer.learning_rate": [1e-3, 3e-3]}}
     (tmp/"spec.yaml").write_text(yaml.safe_dump(spec))
-    mlhpc("sweep", tmp/"spec.yaml", env=QUIET, timeout=300, check=True)
-    mlhpc("train", ROOT/"examples/digits.yaml", "--run-dir", root/"plain", "--set", "total_updates=60", "--set", "updates_per_epoch=20", env=QUIET, check=True)
-    mlhpc("run", ROOT/"examples/train_digits.ipynb", "--run-dir", root/"nb", "-p", "total_updates", "20", "-p", "updates_per_epoch", "10", env=QUIET, check=True)
+    commands = [["sweep", tmp/"spec.yaml"], ["train", ROOT/"examples/digits.yaml", "--run-dir", root/"plain", "--set", "total_updates=60", "--set", "updates_per_epoch=20"],
+                ["run", ROOT/"examples/train_digits.ipynb", "--run-dir", root/"nb", "-p", "total_updates", "20", "-p", "updates_per_epoch", "10"]]
+    ps = [subprocess.Popen(MLHPC + [str(a) for a in c], cwd=ROOT, env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    assert [p.wait(timeout=300) for p in ps] == [0, 0, 0], [p.stderr.read()[-2000:] for p in ps]  # side by side: most of their time is starting up
     for name in ("truncated", "garbage", "no_stats", "bad_status"): shutil.copytree(root/"plain", root/"damaged"/name)
     d = root/"damaged"
     text = (d/"truncated/stats.csv").read_bytes(); (d/"truncated/stats.csv").write_bytes(text[:len(text) // 2 + 7])
@@ -124,3 +125,10 @@ def test_a_run_in_progress_is_running_then_stopped_then_failed_when_killed(tmp_p
         assert killed.state == "failed" and "is gone" in killed.reason and killed.attempts == 2, killed
     finally:
         if p.poll() is None: p.kill(); p.wait()
+
+def test_loaders_sharing_an_index_never_see_half_of_one(runs, tmp_path):
+    ix = tmp_path/"index.pkl"
+    code = f"from ml_hpc.results import load_runs\nfor _ in range(3): assert len(load_runs({str(runs)!r}, cache={str(ix)!r})) == 8"
+    ps = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in ps] == [0, 0, 0], [p.stderr.read() for p in ps]
+    assert len(read_index(ix)) == 8 and [p.name for p in tmp_path.iterdir()] == ["index.pkl"]  # no temporary file left behind
