@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/bench_trainer.py
 	$(BIN)/python bench/bench_checkpoint.py
 	$(BIN)/python bench/bench_sweep.py
+	$(BIN)/python bench/bench_results.py
 
 clean:
 	rm -rf $(VENV) runs _proc _docs *.egg-info
