@@ -11,7 +11,7 @@ evaluation (every 100 updates), in sweep folders of 1,000 runs. Then, in this or
 Each figure is printed as wall time and as this process's CPU time (steadier when the machine is shared).
 Target (issue 11): warm <= 3 s on the 2-core machine and >= 8x faster than the baseline.
 Measured here (2 cores shared with a running test suite, nice -n 19): the loop 82.2 s (CPU 70.9 s), cold 12.3 s (CPU 4.7 s;
-5-6 s wall when run alone), warm 1.30 s (CPU 1.29 s), after 1% advanced 2.1 s: warm 63x faster (CPU 55x), cold 6.7x (CPU 15x).
+2.3-3.8 s wall and CPU in a process of its own on the idle machine), warm 1.30 s (CPU 1.29 s), after 1% advanced 2.1 s: warm 63x faster (CPU 55x), cold 6.7x (CPU 15x).
 Usage: python bench/bench_results.py [--runs 10000] [--rows 200] [--repeats 3] [--dir DIR (kept; reused if it holds the runs)]"""
 import argparse, glob, json, os, shutil, statistics, sys, tempfile, time
 from pathlib import Path
