@@ -227,8 +227,10 @@ def _rendezvous(job:JobSpec)->list:
 
 # %% ../nbs/21_sbatch.ipynb #72385f4f
 def _wait_lines()->list:
-    "Wait until the launched subshell has ended, then read the training's status from the file it wrote."
-    return ['while kill -0 "$child" 2>/dev/null; do wait "$child"; done',
+    "Wait until the launched subshell has ended (passing on a SIGTERM that came while it was starting), then read the training's status."
+    return ['while kill -0 "$child" 2>/dev/null; do',
+            '    if [ -n "$term" ] && [[ "$sent" != *" 15 "* ]]; then read -r pid 2>/dev/null < "$tmp.pid" && forward TERM 15 || sleep 0.05; continue; fi',
+            '    wait "$child"', 'done',
             'read -r status 2>/dev/null < "$tmp.status" || { wait "$child"; status=$?; echo "mlhpc: the training reported no exit status (launcher status $status)"; }']
 
 def _run_training(job:JobSpec, profile:ClusterProfile)->list:
@@ -237,13 +239,14 @@ def _run_training(job:JobSpec, profile:ClusterProfile)->list:
     return ['if [ -n "$term" ]; then', f'    echo "mlhpc: SIGTERM arrived before the training started: not starting it (exit {EXIT_RESUME})"; status={EXIT_RESUME}',
             'else',
             f"""    ( {ignore}trap : TERM; bash -c 'echo $$ > "$0"; exec "$@"' "$tmp.pid" {_task_command(job, profile)}; echo $? > "$tmp.status" ) &""",
-            "    child=$!", *("    " + l for l in _wait_lines()), 'fi']
+            "    child=$!", *("    " + l for l in _wait_lines()), 'fi',
+            *(f"""trap 'echo "mlhpc: SIG{s} after the training ended: ignored"' {s}""" for s in dict.fromkeys([profile.signal, "TERM"]))]
 
 # %% ../nbs/21_sbatch.ipynb #ff25e5b1
 def _signal_death_is_stop()->list:
-    "Status 75 when the training died of a signal this script forwarded to it."
-    return ['case "$sent" in *" $((status - 128)) "*)',
-            f'    echo "mlhpc: the training was ended by a signal this script forwarded, before it could handle it (still starting): a stop, not a failure; treating it as exit {EXIT_RESUME}"; status={EXIT_RESUME};;',
+    "Status 75 when the training died of a signal this script forwarded to it, or of a SIGTERM that came while it was starting."
+    return ['case "$sent${term:+ 15 }" in *" $((status - 128)) "*)',
+            f'    echo "mlhpc: the training was ended by a signal this script forwarded or a SIGTERM that came while it was starting, before it could handle it: a stop, not a failure; treating it as exit {EXIT_RESUME}"; status={EXIT_RESUME};;',
             'esac']
 
 # %% ../nbs/21_sbatch.ipynb #4c66c945
