@@ -8,7 +8,10 @@ CheckpointCallback; StopCallback), built by `ml_hpc.run.build_callbacks`. Runs a
 round is a warm-up and is dropped); the script prints, for wall-clock and CPU time, the ratio of the medians, the
 median (min, max) of the per-round ratios and the ratio of the best runs (the least disturbed by other load). Both loops first prove they compute the same weights, bit for bit.
 If PyTorch Lightning is importable, its Trainer (no logger, no checkpointing, no progress bar) joins the rounds.
-Usage: python bench/bench_trainer.py [--rounds 11] [--updates 300] [--threads 1] [--hidden 512]
+With --long N each round also runs N updates: the difference gives the cost of one more update apart from the per-run cost.
+Measured on the quiet machine (1 thread, 11 rounds, 300 and 1200 updates): width 200 (1.7 ms/update) ratio of medians 0.98, best runs 1.03,
+one more update 1.039x; width 160 (1.4 ms) 1.02, 1.02 and 1.040x.
+Usage: python bench/bench_trainer.py [--rounds 11] [--updates 300] [--long 1200] [--threads 1] [--hidden 512]
 To compare with an older version, copy its ml_hpc/ package somewhere and run with PYTHONPATH pointing there."""
 import argparse, statistics, tempfile, time
 from pathlib import Path
@@ -84,6 +87,7 @@ def run(name, train, valid, updates):
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--rounds", type=int, default=11); ap.add_argument("--updates", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--long", type=int, default=0, help="also run this many updates: the difference to --updates separates the cost of one more update from the per-run cost (the final evaluation, the durable checkpoint save)")
     ap.add_argument("--hidden", type=int, default=HIDDEN, help="MLP width (512: about 7 ms per update on one quiet thread here; 160: about 2 ms)")
     a = ap.parse_args()
     globals()["HIDDEN"] = a.hidden
@@ -92,11 +96,12 @@ def main():
     m1, m2 = run("hand", train, valid, 20)[-1], run("trainer", train, valid, 20)[-1]
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters())), "the two loops must compute the same weights"
     names = ["hand", "trainer"] + (["lightning"] if lightning_available() else [])
-    runs = {n: [] for n in names}
+    runs, longer = {n: [] for n in names}, {n: [] for n in names}
     for i in range(a.rounds + 1):
         for name in (names if i % 2 else names[::-1]):
             wall, cpu, _ = run(name, train, valid, a.updates)
             if i: runs[name].append((wall, cpu))
+            if a.long and i: longer[name].append(run(name, train, valid, a.long)[:2])
     print(f"MLP width {HIDDEN}, {a.updates} updates per run, {a.rounds} alternating rounds (+1 warm-up dropped), {torch.get_num_threads()} torch thread(s)"
           + ("" if "lightning" in names else "; Lightning not installed, not compared"))
     for k, what in ((0, "wall"), (1, "CPU")):
@@ -108,5 +113,12 @@ def main():
                   f"+{(statistics.median(m) - statistics.median(h)) / a.updates * 1e3:.3f} ms/update; ratio of medians {statistics.median(m) / statistics.median(h):.3f}, "
                   f"paired ratios median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}), "
                   f"ratio of best runs {min(m) / min(h):.3f}; target <= 1.05")
+    if not a.long: return
+    for k, what in ((0, "wall"), (1, "CPU")):
+        slope = {n: (statistics.median(r[k] for r in longer[n]) - statistics.median(r[k] for r in runs[n])) / (a.long - a.updates) for n in names}
+        fixed = {n: statistics.median(r[k] for r in runs[n]) - slope[n] * a.updates for n in names}
+        print(f"{what:>4}, one more update ({a.updates} -> {a.long} updates): " + ", ".join(f"{n} {slope[n] * 1e3:.3f} ms" for n in names)
+              + "; " + ", ".join(f"{n} {slope[n] / slope['hand']:.3f}x" for n in names[1:])
+              + "; per-run cost: " + ", ".join(f"{n} {fixed[n] * 1e3:.0f} ms" for n in names))
 
 if __name__ == "__main__": main()
