@@ -50,9 +50,15 @@ class FastLoader(yaml.CSafeLoader):
     "libyaml's safe loader with the numbers of `ConfigLoader` (`1e-3` is a float)."
 FastLoader.yaml_implicit_resolvers = ConfigLoader.yaml_implicit_resolvers
 
+def _fast_load(data:bytes):
+    "`data` parsed by `FastLoader`, a safe loader (it builds no Python objects)."
+    loader = FastLoader(data)
+    try: return loader.get_single_data()
+    finally: loader.dispose()
+
 def read_mapping(data:bytes)->dict: # the bytes of a YAML file
     "The YAML mapping in `data` ({} if empty); ValueError if it is not one."
-    try: d = parse_yaml(data.decode()) if b"&" in data else yaml.load(data, Loader=FastLoader)
+    try: d = parse_yaml(data.decode()) if b"&" in data else _fast_load(data)
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e: raise ValueError(f"not valid YAML ({type(e).__name__})") from None
     if d is None: return {}
     if not isinstance(d, dict): raise ValueError(f"a YAML {type(d).__name__}, not a mapping")
