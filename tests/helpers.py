@@ -36,3 +36,15 @@ def one_line_error(p, *fragments):
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
     assert "Traceback" not in p.stderr and "HINT:" in lines[0]
     for f in fragments: assert f in lines[0], (f, lines[0])
+
+class Background:
+    "`mlhpc ARGS` started now in the background; calling it waits for a successful end (within `timeout`) and returns `result`."
+    def __init__(self, *args, result=None, timeout=900):
+        self.proc, self.result, self.timeout = subprocess.Popen(MLHPC + [str(a) for a in args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                                                 stderr=subprocess.PIPE, text=True), result, timeout
+    def __call__(self):
+        if self.proc.returncode is None:
+            err = self.proc.communicate(timeout=self.timeout)[1]
+            assert self.proc.returncode == 0, err[-3000:]
+        return self.result
+    def kill(self): self.proc.kill(); self.proc.wait()

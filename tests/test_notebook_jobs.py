@@ -6,7 +6,7 @@ goes to the whole job (the runner's process group and its kernel), as when a nod
 import json, os, re, signal, subprocess, threading, time
 from pathlib import Path
 import nbformat, pandas as pd, pytest, torch, yaml
-from helpers import MLHPC, ROOT, mlhpc, one_line_error, same_weights, stats, weights
+from helpers import MLHPC, ROOT, Background, mlhpc, one_line_error, same_weights, stats, weights
 
 NB = ROOT/"examples"/"train_digits.ipynb"
 LONG = ["-p", "total_updates", "300", "-p", "updates_per_epoch", "20", "-p", "learning_rate", "1e-3"]
@@ -353,14 +353,9 @@ def long_run(tmp_path_factory):
     compared with (both mostly wait for their data); calling `finished` waits for it."""
     d = tmp_path_factory.mktemp("long")
     nb, params = slow_notebook(d), ["-p", "total_updates", "2000", "-p", "updates_per_epoch", "500", "-p", "learning_rate", "1e-3"]
-    proc = subprocess.Popen(MLHPC + ["run", str(nb), "--run-dir", str(d/"run"), *params], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    def finished():
-        if proc.returncode is None:
-            err = proc.communicate(timeout=900)[1]
-            assert proc.returncode == 0, err[-3000:]
-        return d/"run"
+    finished = Background("run", nb, "--run-dir", d/"run", *params, result=d/"run")
     try: yield nb, params, finished
-    finally: proc.kill(); proc.wait()
+    finally: finished.kill()
 
 @pytest.mark.slurm
 def test_slurm_time_limit_requeues_a_notebook_job_to_the_same_weights(slurm, long_run, tmp_path):

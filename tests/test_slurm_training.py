@@ -6,7 +6,7 @@ import json, re, signal, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import pytest
-from helpers import ROOT, MLHPC, mlhpc, weights, same_weights, stats
+from helpers import ROOT, MLHPC, Background, mlhpc, weights, same_weights, stats
 
 pytestmark = pytest.mark.slurm
 
@@ -22,15 +22,9 @@ def reference(tmp_path_factory):
     """The uninterrupted local run of LONG every SLURM run is compared with, started in the background beside the first SLURM job;
     calling it waits for it."""
     run = tmp_path_factory.mktemp("ref")/"run"
-    proc = subprocess.Popen(MLHPC + ["train", str(ROOT/"examples/digits.yaml"), "--run-dir", str(run), *sets(LONG)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    def finished():
-        if proc.returncode is None:
-            err = proc.communicate(timeout=600)[1]
-            assert proc.returncode == 0, err[-3000:]
-        return run
+    finished = Background("train", ROOT/"examples/digits.yaml", "--run-dir", run, *sets(LONG), result=run, timeout=600)
     try: yield finished
-    finally: proc.kill(); proc.wait()
+    finally: finished.kill()
 
 @pytest.fixture
 def profile(tmp_path):
