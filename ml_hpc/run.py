@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_run.ipynb #154e81f5
 from __future__ import annotations
-import atexit, logging, subprocess, sys, time, warnings
+import atexit, gc, logging, subprocess, sys, time, warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 import torch, yaml
@@ -75,6 +75,7 @@ def inferred_facts(info:dict, # from the data factory
 # %% ../nbs/25_run.ipynb #16f07608
 def leave_distributed():
     "Leave the process group, if this process is in one."
+    gc.collect()  # a finished trainer and its DDP model live in reference cycles; free them first, or they keep the group alive
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 def init_distributed(env:JobEnv, # this process
