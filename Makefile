@@ -44,7 +44,7 @@ nbtest: install
 	$(BIN)/nbdev_test --flags slow --n_workers 2 --timing
 
 pytest: install sysdeps
-	$(BIN)/python -m pytest tests -v --durations=40
+	$(BIN)/python -m pytest tests -v --durations=40 -n 2 --dist loadgroup
 
 bench: install
 	$(BIN)/python bench/bench_trainer.py
