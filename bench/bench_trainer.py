@@ -12,6 +12,9 @@ With --long N each round also runs N updates: the difference gives the cost of o
 Measured on the quiet machine (1 thread, 11 rounds, 300 and 1200 updates): width 200 (1.7 ms/update) ratio of medians 0.98, best runs 1.03,
 one more update 1.039x; width 160 (1.4 ms) 1.02, 1.02 and 1.040x.
 Usage: python bench/bench_trainer.py [--rounds 11] [--updates 300] [--long 1200] [--threads 1] [--hidden 512]
+Default callbacks include CurvesCallback since curves.png (issue 11): it draws once per run here (the run's only evaluation, about 0.1 s),
+which shows in the per-run cost, not per update. Measured beside a running test suite, width 200, 11 rounds, 300 and 1200 updates: one more
+update 1.058x wall, 1.016x CPU (before: 1.003x, 1.042x); per-run cost trainer 99 ms wall, 144 ms CPU (before: 10, -30); ratio of medians at 300 updates 1.29 (before 1.03).
 To compare with an older version, copy its ml_hpc/ package somewhere and run with PYTHONPATH pointing there."""
 import argparse, statistics, tempfile, time
 from pathlib import Path

@@ -117,6 +117,8 @@ class Config:
     stop_signal: str = "USR2"  # signal that asks the run to save and stop early (SIGTERM always does); NCCL may use USR1
     dist_timeout: float = 300.0  # seconds a process waits in a collective for a peer before giving up (a hung rank ends the job)
     log_every: int = 10  # write the buffered per-update rows to stats.csv every N updates
+    curves: bool = True  # redraw curves.png (training loss, validation metrics) in the run directory at each evaluation
+    tensorboard: bool = False  # also write the stats as a TensorBoard event stream under RUN_DIR/tensorboard (needs the tensorboard package)
     eval_iters: int = 0  # evaluate on at most this many batches per process; 0: the whole validation split
     eval_batch_size: int = 0  # samples per evaluation batch, per process; 0: batch_size
     eval_train: bool = False  # also evaluate on a fixed sample of the training split (eval_iters batches, or as many as validation has), reported as train_loss, ...

@@ -23,6 +23,7 @@ from .callback.training import EarlyStoppingCallback, EMACallback
 from .callback.checkpoint import CheckpointCallback
 from .callback.stop import StopCallback
 from .callback.wandb import WandbCallback
+from .callback.figures import CurvesCallback, TensorBoardCallback
 from .slurm import parse_time_limit, signal_name
 
 # %% auto #0
@@ -31,7 +32,7 @@ __all__ = ['RESUME_MAY_CHANGE', 'recorded_config', 'check_same_config', 'git_com
            'restore', 'prepare_run_dir', 'completed_trainer', 'train_run']
 
 # %% ../nbs/25_run.ipynb #f2d9d067
-RESUME_MAY_CHANGE = ("time_limit", "time_margin", "stop_signal", "dist_timeout", "log_every", "device", "data.num_workers", "checkpoint.every", "checkpoint.keep_last", "checkpoint.async_save", "wandb.")
+RESUME_MAY_CHANGE = ("time_limit", "time_margin", "stop_signal", "dist_timeout", "log_every", "device", "data.num_workers", "checkpoint.every", "checkpoint.keep_last", "checkpoint.async_save", "curves", "tensorboard", "wandb.")
 
 def recorded_config(run_dir)->Config: # an existing run directory
     "The config recorded in `run_dir/config.yaml`, or `MlhpcError` if it cannot be one."
@@ -116,6 +117,8 @@ def build_callbacks(cfg:Config, run_dir, env:JobEnv, attempt:int, show_progress:
     if env.is_main and show_progress: cbs.append(ProgressBar())
     w = cfg.wandb
     if env.is_main and w.enabled and w.mode != "disabled": cbs.append(WandbCallback(run_dir, config_dict(cfg), w.project, w.entity, w.mode))
+    if env.is_main and cfg.curves: cbs.append(CurvesCallback(run_dir))
+    if env.is_main and cfg.tensorboard: cbs.append(TensorBoardCallback(run_dir))
     es = cfg.early_stopping
     if es.patience: cbs.append(EarlyStoppingCallback(es.metric, es.mode, es.patience, es.min_delta))
     if cfg.ema.enabled: cbs.append(EMACallback(cfg.ema.decay))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest, torch, yaml
 from helpers import ROOT, MLHPC, mlhpc, one_line_error, weights, same_weights
+from ml_hpc.callback.log import WALL_CLOCK_COLS
 from ml_hpc.data import digits_file
 
 CNN, LM = ROOT/"examples/image_cnn.yaml", ROOT/"examples/char_lm.yaml"
@@ -21,9 +22,9 @@ LM_SETS = ["total_updates=40", "updates_per_epoch=20", "checkpoint.every=4", "lo
 def sets(s): return [a for x in s for a in ("--set", x)]
 
 def table(run):
-    "stats.csv without its wall-clock columns."
+    "stats.csv without its wall-clock columns (time, speed, memory, CPU use)."
     df = pd.read_csv(Path(run)/"stats.csv")
-    return df.drop(columns=[c for c in ("samples_per_s", "time") if c in df.columns])
+    return df.drop(columns=[c for c in WALL_CLOCK_COLS if c in df.columns])
 
 def last_update(run)->int:
     try: lines = (Path(run)/"stats.csv").read_text().split("\n")[1:-1]

@@ -246,7 +246,7 @@ def inferred(run_dir): return yaml.safe_load((Path(run_dir)/"config.yaml").read_
 def one_set_of_files(run_dir, total=400, every=40):
     "Rank 0 alone wrote the run directory: one output notebook, stats with each update once, one checkpoint set, no rank files."
     names = {p.name for p in Path(run_dir).iterdir()}
-    assert names <= {"output.ipynb", "params.yaml", "config.yaml", "status.json", "stats.csv", "train.log", "run.lock", "checkpoints", "job.sbatch"} | {n for n in names if n.startswith("slurm-")}, names
+    assert names <= {"output.ipynb", "params.yaml", "config.yaml", "status.json", "stats.csv", "train.log", "run.lock", "checkpoints", "job.sbatch", "curves.png"} | {n for n in names if n.startswith("slurm-")}, names
     df = stats(run_dir)
     assert df.dropna(subset=["loss"])["update"].tolist() == list(range(1, total + 1))
     assert df.dropna(subset=["val_loss"])["update"].tolist() == list(range(every, total + 1, every))

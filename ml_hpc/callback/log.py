@@ -13,8 +13,9 @@ from ..rundir import RUNNING, FAILED, read_status, write_status
 from .core import Callback
 
 # %% auto #0
-__all__ = ['TRAIN_COLS', 'log', 'stats_columns', 'truncate_stats', 'show_metric', 'list_metrics', 'truncate_jsonl',
-           'write_rank_error', 'rank_errors', 'RunLogger', 'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
+__all__ = ['TRAIN_COLS', 'log', 'SYSTEM_COLS', 'GPU_COLS', 'WALL_CLOCK_COLS', 'stats_columns', 'truncate_stats', 'show_metric',
+           'list_metrics', 'truncate_jsonl', 'write_rank_error', 'rank_errors', 'rss_mb', 'SystemMonitor', 'RunLogger',
+           'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
 
 # %% ../../nbs/12_callback.log.ipynb #65893e7f
 TRAIN_COLS = ["update", "loss", "lr", "samples_per_s", "time"]
@@ -73,6 +74,38 @@ def rank_errors(run_dir)->list: # the run directory
     files = sorted(Path(run_dir).glob("rank*.error"), key=lambda p: int(p.stem[4:]))
     return [f"{p.stem.replace('rank', 'rank ')}: {p.read_text()}" for p in files]
 
+# %% ../../nbs/12_callback.log.ipynb #e782f0f1
+SYSTEM_COLS = ["rss_mb", "cpu_percent"]
+GPU_COLS = ["gpu_mem_mb", "gpu_max_mem_mb", "gpu_util"]
+WALL_CLOCK_COLS = ["samples_per_s", "time"] + SYSTEM_COLS + GPU_COLS  # stats.csv columns that differ between any two runs
+
+def rss_mb()->float:
+    "Resident memory of this process in MB (the peak where there is no /proc)."
+    try:
+        with open("/proc/self/statm", "rb") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+class SystemMonitor:
+    "Samples this process's memory, CPU use and (on a GPU) memory and utilisation, for stats rows."
+    def __init__(self, device=None): # the trainer's torch device; GPU columns only for a CUDA device
+        self.device = device if getattr(device, "type", None) == "cuda" else None
+        self.columns = SYSTEM_COLS + (GPU_COLS if self.device is not None else [])
+        self._last = self._times()
+    def _times(self): t = os.times(); return t.elapsed, t.user + t.system
+    def sample(self)->dict:
+        "The figures since the last sample."
+        (w0, c0), (w1, c1) = self._last, self._times()
+        self._last = (w1, c1)
+        out = {"rss_mb": round(rss_mb(), 1), "cpu_percent": round(100 * (c1 - c0) / max(w1 - w0, 1e-9), 1)}
+        return out if self.device is None else {**out, **self._gpu()}
+    def _gpu(self)->dict:
+        import torch
+        out = {"gpu_mem_mb": torch.cuda.memory_allocated(self.device) / 2**20, "gpu_max_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20}
+        try: out["gpu_util"] = torch.cuda.utilization(self.device)
+        except Exception: pass  # needs pynvml; the column stays empty
+        return out
+
 # %% ../../nbs/12_callback.log.ipynb #f01030be
 class RunLogger(Callback):
     "Writes stats.csv, train.log lines and status.json for a run (main process only)."
@@ -85,9 +118,10 @@ class RunLogger(Callback):
         self.trainer, self._f = None, None
     def before_fit(self):
         t = self.trainer
-        self.cols = stats_columns(t.metric_names)
+        self.system = SystemMonitor(t.device)
         path = self.run_dir/"stats.csv"
         header = truncate_stats(path, t.update)
+        self.cols = header or stats_columns(t.metric_names) + self.system.columns
         truncate_jsonl(self.run_dir/"metrics.jsonl", t.update)
         for p in self.run_dir.glob("rank*.error"): p.unlink()
         self._f = open(path, "a", newline="")
@@ -107,7 +141,9 @@ def _status(self:RunLogger, **kw):
 
 @patch
 def after_sync(self:RunLogger):
-    "Append the new training rows; a progress line and status.json every `progress_every` seconds."
+    "Add the system figures to the new training rows and append them; a progress line and status.json every `progress_every` seconds."
+    sample = self.system.sample()
+    for r in self.trainer.rows: r.update(sample)
     self._w.writerows(self.trainer.rows); self._f.flush()
     if time.monotonic() - self._last >= self.progress_every:
         r = self.trainer.rows[-1]
