@@ -14,7 +14,8 @@ from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 __all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
            'add_run_parser', 'status_line', 'cmd_status', 'cmd_config', 'add_config_parser', 'mlhpc_program',
            'find_profile', 'job_for', 'check_signals', 'queue_job', 'cmd_submit', 'submit_notebook', 'cmd_sweep',
-           'add_sweep_parser', 'add_train_parser', 'add_submit_parser', 'parser', 'main']
+           'add_sweep_parser', 'cmd_sync_wandb', 'add_sync_wandb_parser', 'add_train_parser', 'add_submit_parser',
+           'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
@@ -256,6 +257,24 @@ def add_sweep_parser(sub):
     w.add_argument("--max-parallel", type=int, default=1, metavar="K", help="experiments running at a time (default 1)")
     w.set_defaults(func=cmd_sweep)
 
+# %% ../nbs/40_cli.ipynb #9b61d27f
+def cmd_sync_wandb(a)->int:
+    "Sync the offline W&B runs under a folder."
+    from ml_hpc.callback.wandb import sync_offline
+    load_env(export=True)
+    sync_offline(a.root, a.dry_run, a.timeout)
+    return EXIT_OK
+
+def add_sync_wandb_parser(sub): # the subparsers of `mlhpc`
+    "`mlhpc sync-wandb ROOT`."
+    w = sub.add_parser("sync-wandb", help="upload the offline W&B runs under a folder (a sweep) from a node with network; reruns send only what is new",
+                       description="Find every run under ROOT (any depth) with offline W&B data and sync the newest piece of each finished run that W&B has not marked synced. "
+                                   "That piece holds the run's whole history, so a requeued run stays one W&B run. Runs still running or queued are skipped.")
+    w.add_argument("root", help="a run directory or a folder of runs (a sweep)")
+    w.add_argument("--dry-run", action="store_true", help="list what would be synced; upload nothing")
+    w.add_argument("--timeout", type=float, default=1800., help="seconds wandb sync may take before it is stopped (default 1800)")
+    w.set_defaults(func=cmd_sync_wandb)
+
 # %% ../nbs/40_cli.ipynb #42078f3b
 def add_train_parser(sub): # the subparsers of `mlhpc`
     "`mlhpc train CONFIG`."
@@ -298,7 +317,7 @@ def parser()->argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_train_parser(sub); add_run_parser(sub); add_config_parser(sub)
     add_submit_parser(sub)
-    add_sweep_parser(sub)
+    add_sweep_parser(sub); add_sync_wandb_parser(sub)
     st = sub.add_parser("status", help="show state, progress and attempts of run directories, or of a sweep's experiments (SWEEP_DIR)")
     st.add_argument("run_dirs", nargs="+", metavar="RUN_DIR"); st.set_defaults(func=cmd_status)
     return p

@@ -4,15 +4,17 @@
 
 # %% ../../nbs/12a_callback.wandb.ipynb #ef1e94b3
 from __future__ import annotations
-import math, uuid
+import math, os, signal, socket, subprocess, sys, tempfile, uuid
 from pathlib import Path
+from urllib.parse import urlparse
 import pandas as pd
-from ..core import redact
+from ..core import MlhpcError, redact
 from .core import Callback
-from ..rundir import FAILED, read_status, write_status
+from ..rundir import FAILED, QUEUED, RUNNING, read_status, run_state, write_status
 
 # %% auto #0
-__all__ = ['wandb_id', 'to_log', 'WandbCallback']
+__all__ = ['SYNC', 'UP_TO_DATE', 'IN_PROGRESS', 'wandb_id', 'to_log', 'WandbCallback', 'offline_pieces', 'is_synced', 'sync_plan',
+           'wandb_url', 'check_wandb_access', 'wandb_sync', 'sync_offline']
 
 # %% ../../nbs/12a_callback.wandb.ipynb #3ca801e2
 def wandb_id(run_dir)->str: # the run directory
@@ -53,3 +55,104 @@ class WandbCallback(Callback):
         if self.run is None: return
         self.run.summary["state"] = self.trainer.state
         self.run.finish(exit_code=1 if self.trainer.state == FAILED else 0)
+
+# %% ../../nbs/12a_callback.wandb.ipynb #40a919d4
+def offline_pieces(run_dir)->list: # a run directory
+    "The run's offline W&B files (RUN_DIR/wandb/offline-run-<time>-<id>/run-<id>.wandb), oldest first."
+    files = [f for d in (Path(run_dir)/"wandb").glob("offline-run-*") for f in d.glob("*.wandb")]
+    return sorted(files, key=lambda f: (f.parent.name.split("-")[2], f.stat().st_mtime_ns))
+
+def is_synced(piece)->bool: # a .wandb file
+    "True if `wandb sync` marked `piece` as uploaded (its `.wandb.synced` file)."
+    return Path(piece).with_suffix(".wandb.synced").exists()
+
+# %% ../../nbs/12a_callback.wandb.ipynb #a5ebdeec
+SYNC, UP_TO_DATE, IN_PROGRESS = "sync", "up to date", "skip"
+
+def _states(dirs:list)->dict:
+    "run directory -> its real state, with one squeue call for all runs that have a SLURM job."
+    from ml_hpc.sweep import sweep_queue
+    jobs = [d for d in dirs if read_status(d).get("job_id")]
+    queue = sweep_queue(Path(), [{"folder": d} for d in jobs]) if jobs else None
+    return {d: run_state(d, queue if d in jobs and queue is not None else None).get("state") for d in dirs}
+
+def sync_plan(root)->list: # a folder of runs (a sweep, a folder of sweeps and runs, or one run directory)
+    "One dict per run under `root` with offline W&B data: run, state, pieces, newest piece, action."
+    from ml_hpc.results import find_runs
+    runs = {d: p for d in find_runs(root) if (p := offline_pieces(d))}
+    states = _states(list(runs))
+    def action(d, p): return IN_PROGRESS if states[d] in (RUNNING, QUEUED) else UP_TO_DATE if is_synced(p[-1]) else SYNC
+    return [dict(run=Path(d), state=states[d], pieces=len(p), newest=p[-1], action=action(d, p)) for d, p in runs.items()]
+
+# %% ../../nbs/12a_callback.wandb.ipynb #4281bf0c
+def wandb_url()->str:
+    "The W&B server that `wandb sync` would upload to (`WANDB_BASE_URL` or W&B's default)."
+    from wandb.sdk import wandb_setup
+    return wandb_setup.singleton().settings.base_url
+
+def _netrc_key(host:str)->str|None:
+    import netrc
+    try: auth = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
+    except (OSError, netrc.NetrcParseError): return None
+    return auth[2] if auth else None
+
+def check_wandb_access(url:str, # the W&B server
+                       timeout:float=10.): # seconds to wait for a connection
+    "Raise `MlhpcError` unless an API key is configured and `url` accepts connections."
+    u = urlparse(url)
+    if not (os.environ.get("WANDB_API_KEY") or _netrc_key(u.hostname or "")):
+        raise MlhpcError(f"no W&B API key to sync to {url}", "put WANDB_API_KEY=... in the environment or in .env, or run `wandb login` on this node")
+    try: socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as e:
+        raise MlhpcError(f"cannot reach the W&B server {url} ({e.strerror or e})", "sync from a node with network access (the login node), or set WANDB_BASE_URL to your W&B server") from None
+
+# %% ../../nbs/12a_callback.wandb.ipynb #7acc091e
+def _last_error(text:str)->str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return next((l for l in reversed(lines) if "error" in l.lower()), lines[-1] if lines else "no output")
+
+def wandb_sync(pieces:list, # the .wandb files to upload
+               timeout:float=1800.)->str: # seconds before giving up
+    "Upload `pieces` with `wandb sync`; `MlhpcError` if it fails or takes longer than `timeout`."
+    cmd = [sys.executable, "-m", "wandb", "sync", *(str(Path(p).resolve()) for p in pieces)]
+    with tempfile.TemporaryDirectory() as scratch:
+        p = subprocess.Popen(cmd, cwd=scratch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try: out = p.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL); p.communicate()
+            raise MlhpcError(f"wandb sync did not finish within {timeout:g} s", "check the network to the W&B server, then rerun: runs already synced are not sent again") from None
+    if p.returncode: raise MlhpcError(f"wandb sync failed (exit {p.returncode}): {_last_error(out)}", "fix the cause and rerun: runs already synced are not sent again")
+    return out
+
+# %% ../../nbs/12a_callback.wandb.ipynb #53800890
+def _line(p:dict, root:Path, done:bool|None=None)->str:
+    what = {SYNC: "would sync" if done is None else "synced" if done else "FAILED", UP_TO_DATE: "up to date", IN_PROGRESS: "skipped"}[p["action"]]
+    why = f"{p['state']}: synced when it ends" if p["action"] == IN_PROGRESS else f"piece {p['pieces']} of {p['pieces']}, {p['newest'].parent.name}"
+    return f"{what:<11} {_relative(p['run'], root)}  ({why})"
+
+def _relative(d:Path, root:Path)->str:
+    try: return str(d.relative_to(root)) if d != root else str(d)
+    except ValueError: return str(d)
+
+def sync_offline(root, # a folder of runs (a sweep, a folder of sweeps and runs, or one run directory)
+                 dry_run:bool=False, # only print what would be synced
+                 timeout:float=1800., # seconds `wandb sync` may take
+                 out=print)->list: # where the lines go
+    "Sync the newest offline W&B piece of every finished run under `root` not yet synced; returns the plan."
+    root = Path(root)
+    if not root.is_dir(): raise MlhpcError(f"{root} is not a directory", "pass a run directory or a folder of runs (a sweep)")
+    plan = sync_plan(root)
+    todo = [p for p in plan if p["action"] == SYNC]
+    if todo and not dry_run:
+        check_wandb_access(url := wandb_url())
+        for p in todo: out(f"syncing    {_relative(p['run'], root)}  to {url}")
+        try: wandb_sync([p["newest"] for p in todo], timeout)
+        finally:
+            for p in todo: p["synced"] = is_synced(p["newest"])
+    for p in plan: out(_line(p, root, None if dry_run else p.get("synced")))
+    n = {a: sum(p["action"] == a for p in plan) for a in (SYNC, UP_TO_DATE, IN_PROGRESS)}
+    verb = "to sync" if dry_run else "synced"
+    out(f"{len(plan)} runs with offline W&B data: {n[SYNC]} {verb}, {n[UP_TO_DATE]} up to date, {n[IN_PROGRESS]} in progress (skipped)")
+    if failed := [p for p in todo if p.get("synced") is False]:
+        raise MlhpcError(f"{len(failed)} of {len(todo)} runs were not marked synced by wandb sync", "rerun the command: only those are sent again")
+    return plan
