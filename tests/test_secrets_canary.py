@@ -1,25 +1,23 @@
 """Canary secrets in the environment and in `.env` appear in none of a run's files.
 
 Real runs, each started from a folder holding a `.env` (which ml_hpc loads) and with more secrets in the environment:
-a config run with W&B offline (and TensorBoard when the Config has that field), a notebook run (`mlhpc run`), and a
+a config run with W&B offline (with TensorBoard and curves.png), a notebook run (`mlhpc run`), and a
 config run submitted to the real loopback SLURM cluster (`mlhpc submit`: job script, slurm-*.out). Then every byte of
 every file under the runs' folders is searched for each canary: raw, UTF-16, hex and base64 (all three alignments).
 The test also checks that the scan covered each kind of file a run writes, so it cannot pass by scanning nothing.
 Not scanned: SLURM's own spool (slurmctld keeps each job's environment there by design; that is SLURM, not ml_hpc)."""
-import base64, dataclasses, os, secrets, subprocess
+import base64, os, secrets, subprocess
 from pathlib import Path
 import pytest
 from helpers import ROOT, MLHPC
-from ml_hpc.config import Config
 
 SEED = secrets.token_hex(4)
 CANARY = {name: f"canary{SEED}{name.lower().replace('_', '')}{secrets.token_hex(8)}" for name in
           ("WANDB_API_KEY", "HF_TOKEN", "DOTENV_WANDB_API_KEY", "DB_PASSWORD")}
 ENV = {"WANDB_API_KEY": CANARY["WANDB_API_KEY"], "HF_TOKEN": CANARY["HF_TOKEN"]}
 DOTENV = f"WANDB_API_KEY={CANARY['DOTENV_WANDB_API_KEY']}\nDB_PASSWORD={CANARY['DB_PASSWORD']}\n"  # WANDB_API_KEY is shadowed by the environment's
-SMALL = ["--set", "total_updates=60", "--set", "updates_per_epoch=20", "--set", "log_every=10", "--set", "wandb.enabled=true", "--set", "wandb.mode=offline"]
-HAS_TB = "tensorboard" in {f.name for f in dataclasses.fields(Config)}
-if HAS_TB: SMALL += ["--set", "tensorboard=true"]
+SMALL = ["--set", "total_updates=60", "--set", "updates_per_epoch=20", "--set", "log_every=10", "--set", "wandb.enabled=true", "--set", "wandb.mode=offline",
+         "--set", "tensorboard=true"]
 
 def encodings(s:str)->dict:
     "The forms a leaked value could take in a file: raw, UTF-16, hex, and base64 at each of the three alignments."
@@ -43,7 +41,7 @@ def kind(f:Path)->str:
 
 @pytest.mark.slurm
 def test_canary_secrets_appear_in_no_file_of_config_notebook_and_slurm_runs(slurm, tmp_path):
-    print(f"canary seed {SEED}; tensorboard field: {HAS_TB}")
+    print(f"canary seed {SEED}")
     (tmp_path/".env").write_text(DOTENV)
     (tmp_path/"cluster.yaml").write_text("")
     env = {**os.environ, **ENV}
@@ -61,7 +59,7 @@ def test_canary_secrets_appear_in_no_file_of_config_notebook_and_slurm_runs(slur
     print(f"scanned {len(files)} files, {sum(f.stat().st_size for f in files)} bytes, kinds: {sorted(kinds)}")
     assert not leaks, leaks
     assert all(v in (tmp_path/".env").read_bytes() for (name, how), v in forms.items() if name in ("DB_PASSWORD", "DOTENV_WANDB_API_KEY") and how == "raw")  # the detector sees what is there
-    expected = {".yaml", ".csv", ".json", ".log", ".pt", ".wandb", ".ipynb", ".sbatch", "slurm-out"} | ({"tfevents"} if HAS_TB else set())
+    expected = {".yaml", ".csv", ".json", ".log", ".pt", ".wandb", ".ipynb", ".sbatch", "slurm-out", "tfevents", ".png"}
     assert expected <= kinds, f"the scan missed {expected - kinds}"
     for run_dir in ("config", "notebook", "slurm"):
         assert (tmp_path/"runs"/run_dir/"stats.csv").stat().st_size > 0
