@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 # Which PyTorch build to install. Default: the CPU build (CI, laptops, this project's tests).
 # On a GPU cluster install the CUDA build instead:  make install TORCH='torch>=2.6'
 TORCH  ?= torch==2.13.0
-# System packages the tests need: a real single-node SLURM cluster.
-SYS_PKGS := slurmctld slurmd slurm-client
+# System packages the tests need: a real single-node SLURM cluster, and headless Chromium for the browser test.
+SYS_PKGS := slurmctld slurmd slurm-client chromium chromium-driver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install sysdeps demo test check nbtest pytest bench clean
