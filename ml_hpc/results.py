@@ -301,3 +301,11 @@ def load_runs(root, # a folder of runs: a sweep, a folder of sweeps and runs, or
     entries, read = fresh_entries(find_runs(root), old)
     if ix and (read or len(old) != len(entries)): write_index(ix, entries)
     return runs_frame(entries, root, live_states(entries))
+
+# %% ../nbs/28_results.ipynb #b89fa55a
+def __getattr__(name:str):
+    "`RunBrowser` from `ml_hpc.browser`, imported on first use."
+    if name == "RunBrowser":
+        from ml_hpc.browser import RunBrowser
+        return RunBrowser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
