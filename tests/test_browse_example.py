@@ -34,7 +34,12 @@ def test_the_example_browses_runs_made_here(tmp_path):
                 "--set", "updates_per_epoch=10", "--set", "lr_scheduler.first_stage.num_updates=10"]
         subprocess.run(MLHPC + [str(a) for a in args], cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     check(run_example(root, tmp_path/"out.ipynb"), ["lr=0.001", "lr=0.003"])
-    assert (root/"browser.png").exists() is False  # showing the browser writes nothing; only Save does
+    assert not (root/"browser.png").exists()  # showing the browser writes nothing; only Save does
+    p = subprocess.run(MLHPC + ["results", str(root), "--plot", str(tmp_path/"summary.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and lines[-1] == f"summary figure: {tmp_path/'summary.png'}", (p.stdout, p.stderr[-2000:])
+    assert [l.split()[0] for l in lines[2:-1]] == ["lr=0.003", "lr=0.001"] or [l.split()[0] for l in lines[2:-1]] == ["lr=0.001", "lr=0.003"], lines
+    assert (tmp_path/"summary.png").read_bytes()[:4] == b"\x89PNG"
 
 @pytest.mark.skipif(not (ROOT/"runs/demo-digits/status.json").exists() or not (ROOT/"runs/demo-notebook/status.json").exists(), reason="make demo writes runs/demo-digits and runs/demo-notebook")
 def test_the_example_browses_the_demo_runs(tmp_path):
