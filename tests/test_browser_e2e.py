@@ -97,25 +97,30 @@ def filter_select(d, key:str):
     return Select(box.find_element(By.TAG_NAME, "select"))
 
 def test_choosing_a_filter_value_changes_the_plot_in_a_real_browser(voila, chromium):
-    t0 = time.monotonic()
-    chromium.get(voila)
-    WebDriverWait(chromium, PAGE_WAIT, poll_frequency=0.5).until(lambda d: "3 of 3 runs drawn" in runs_drawn(d) and plot_src(d).startswith("data:image/png"))
-    t_shown = time.monotonic() - t0
-    before, src = runs_drawn(chromium), plot_src(chromium)
-    assert all(r in before for r in ("lr=0.001/seed=0", "lr=0.001/seed=1", "lr=0.003/seed=0")), before
-    keys = [e.text for e in chromium.find_elements(By.CSS_SELECTOR, ".widget-select-multiple label")]
-    assert keys == ["seed", "optimizer.learning_rate"], keys  # the keys that vary, and only those
-    lr = filter_select(chromium, "optimizer.learning_rate")
-    assert [o.text for o in lr.options] == ["0.001", "0.003"], lr._el.get_attribute("outerHTML")
-    assert [o.is_selected() for o in lr.options] == [True, True]  # every value chosen at first
-    ActionChains(chromium).click(lr.options[1]).perform()  # a plain click in a list box chooses that value alone
-    t1 = time.monotonic()
-    WebDriverWait(chromium, CHANGE_WAIT, poll_frequency=0.2).until(lambda d: "1 of 3 runs drawn" in runs_drawn(d) and plot_src(d) not in ("", src))
-    t_change = time.monotonic() - t1
-    after = runs_drawn(chromium)
-    assert "lr=0.003/seed=0" in after and "lr=0.001" not in after, after
-    rows = [r.text for r in chromium.find_elements(By.CSS_SELECTOR, "table.mlhpc-summary tbody tr")]
-    assert len(rows) == 1 and rows[0].startswith("lr=0.003/seed=0"), rows
     shot = artifacts()/"browser_e2e.png"
-    assert chromium.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
-    print(f"screenshot: {shot}\nwidgets shown after {t_shown:.1f} s, redrawn {t_change:.1f} s after the filter changed")
+    try:
+        t0 = time.monotonic()
+        chromium.get(voila)
+        WebDriverWait(chromium, PAGE_WAIT, poll_frequency=0.5).until(lambda d: "3 of 3 runs drawn" in runs_drawn(d) and plot_src(d).startswith("data:image/png"),
+                                                                     "the browser did not show its figure and the three runs")
+        t_shown = time.monotonic() - t0
+        before, src = runs_drawn(chromium), plot_src(chromium)
+        assert all(r in before for r in ("lr=0.001/seed=0", "lr=0.001/seed=1", "lr=0.003/seed=0")), before
+        keys = [e.text for e in chromium.find_elements(By.CSS_SELECTOR, ".widget-select-multiple label")]
+        assert keys == ["seed", "optimizer.learning_rate"], keys  # the keys that vary, and only those
+        lr = filter_select(chromium, "optimizer.learning_rate")
+        assert [o.text for o in lr.options] == ["0.001", "0.003"], lr._el.get_attribute("outerHTML")
+        assert [o.is_selected() for o in lr.options] == [True, True]  # every value chosen at first
+        ActionChains(chromium).click(lr.options[1]).perform()  # a plain click in a list box chooses that value alone
+        t1 = time.monotonic()
+        WebDriverWait(chromium, CHANGE_WAIT, poll_frequency=0.2).until(lambda d: "1 of 3 runs drawn" in runs_drawn(d) and plot_src(d) not in ("", src),
+                                                                       "the figure and the runs drawn did not change after the filter changed")
+        t_change = time.monotonic() - t1
+        after = runs_drawn(chromium)
+        assert "lr=0.003/seed=0" in after and "lr=0.001" not in after, after
+        rows = [r.text for r in chromium.find_elements(By.CSS_SELECTOR, "table.mlhpc-summary tbody tr")]
+        assert len(rows) == 1 and rows[0].startswith("lr=0.003/seed=0"), rows
+        print(f"widgets shown after {t_shown:.1f} s, redrawn {t_change:.1f} s after the filter changed")
+    finally:
+        assert chromium.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
+        print(f"screenshot: {shot}")
