@@ -14,8 +14,8 @@ from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 __all__ = ['default_run_dir', 'run_dir_for', 'ignore_stop_signals', 'log_failure', 'cmd_train', 'cmd_run', 'add_params_args',
            'add_run_parser', 'status_line', 'cmd_status', 'cmd_config', 'add_config_parser', 'mlhpc_program',
            'find_profile', 'job_for', 'check_signals', 'queue_job', 'cmd_submit', 'submit_notebook', 'cmd_sweep',
-           'add_sweep_parser', 'cmd_sync_wandb', 'add_sync_wandb_parser', 'add_train_parser', 'add_submit_parser',
-           'parser', 'main']
+           'add_sweep_parser', 'cmd_sync_wandb', 'add_sync_wandb_parser', 'cmd_results', 'add_results_parser',
+           'add_train_parser', 'add_submit_parser', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #30cb56d4
 def default_run_dir(config)->Path: # the config file
@@ -275,6 +275,34 @@ def add_sync_wandb_parser(sub): # the subparsers of `mlhpc`
     w.add_argument("--timeout", type=float, default=1800., help="seconds wandb sync may take before it is stopped (default 1800)")
     w.set_defaults(func=cmd_sync_wandb)
 
+# %% ../nbs/40_cli.ipynb #4bb7fc3d
+def cmd_results(a)->int:
+    "Print the summary table of the runs under one or more folders; with --plot, write their curves as a PNG."
+    import pandas as pd
+    from ml_hpc.results import load_runs
+    from ml_hpc.browser import default_metric, summary_figure, summary_table
+    if len(a.roots) == 1: df = load_runs(a.roots[0])
+    else: df = pd.concat([load_runs(r).rename(index=lambda i, r=r: os.path.normpath(os.path.join(r, i))) for r in a.roots])
+    metric = a.metric or default_metric(df)
+    if metric is None: print(f"{len(df)} runs, none with stats yet"); return EXIT_OK
+    with _wide_tables(): print(summary_table(df, metric).to_string())
+    if a.plot: print(f"summary figure: {summary_figure(df, a.plot, metric, by=a.by)}")
+    return EXIT_OK
+
+def _wide_tables():
+    "Wide tables printed whole."
+    import pandas as pd
+    return pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_colwidth", 40)
+
+def add_results_parser(sub): # the subparsers of `mlhpc`
+    "`mlhpc results ROOT...`."
+    r = sub.add_parser("results", help="summarise the runs under a folder (a table of best metrics), --plot PATH writes their curves as a PNG")
+    r.add_argument("roots", nargs="+", metavar="ROOT", help="a folder of runs: a sweep, a folder of runs, or one run directory (several: their runs together)")
+    r.add_argument("--metric", help="the metric to rank and plot (default: val_loss, else the first validation metric)")
+    r.add_argument("--plot", metavar="PATH", help="write the curves of the metric for every run to this PNG")
+    r.add_argument("--by", metavar="KEY", help="with --plot: one curve per value of this config key, mean and min-max band across the other runs")
+    r.set_defaults(func=cmd_results)
+
 # %% ../nbs/40_cli.ipynb #42078f3b
 def add_train_parser(sub): # the subparsers of `mlhpc`
     "`mlhpc train CONFIG`."
@@ -318,6 +346,7 @@ def parser()->argparse.ArgumentParser:
     add_train_parser(sub); add_run_parser(sub); add_config_parser(sub)
     add_submit_parser(sub)
     add_sweep_parser(sub); add_sync_wandb_parser(sub)
+    add_results_parser(sub)
     st = sub.add_parser("status", help="show state, progress and attempts of run directories, or of a sweep's experiments (SWEEP_DIR)")
     st.add_argument("run_dirs", nargs="+", metavar="RUN_DIR"); st.set_defaults(func=cmd_status)
     return p

@@ -10,14 +10,14 @@ import numpy as np, pandas as pd, yaml
 from .core import MlhpcError, atomic_write
 from .config import ConfigLoader, parse_yaml
 from .rundir import CORRECTIONS, COMPLETED, RUNNING, read_status, run_state
-from .callback.log import TRAIN_COLS
+from .callback.log import NOT_METRICS
 from .sweep import NOT_STARTED, sweep_queue
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'MARKERS', 'STATUS_COLUMNS', 'HIGHER_IS_BETTER', 'NOT_METRICS', 'INDEX_VERSION', 'FIRST', 'find_runs',
-           'FastLoader', 'read_mapping', 'flatten', 'config_columns', 'status_fields', 'split_stats', 'parse_rows',
-           'parse_lenient', 'metric_mode', 'best_metrics', 'run_row', 'parse_stats', 'read_runs', 'index_file',
-           'read_index', 'write_index', 'fresh_entries', 'live_states', 'runs_frame', 'load_runs']
+__all__ = ['RUN_FILES', 'MARKERS', 'STATUS_COLUMNS', 'HIGHER_IS_BETTER', 'INDEX_VERSION', 'FIRST', 'find_runs', 'FastLoader',
+           'read_mapping', 'flatten', 'config_columns', 'status_fields', 'split_stats', 'parse_rows', 'parse_lenient',
+           'metric_mode', 'best_metrics', 'run_row', 'parse_stats', 'read_runs', 'index_file', 'read_index',
+           'write_index', 'fresh_entries', 'live_states', 'runs_frame', 'load_runs']
 
 # %% ../nbs/28_results.ipynb #78634efc
 RUN_FILES = ("status.json", "config.yaml", "params.yaml", "spec.yaml", "stats.csv")  # the files a run's row is read from
@@ -140,7 +140,6 @@ def parse_lenient(body:bytes, # whole lines of a damaged stats.csv
 
 # %% ../nbs/28_results.ipynb #366377b9
 HIGHER_IS_BETTER = {"accuracy", "acc", "top1", "top5", "f1", "auc", "precision", "recall", "r2", "iou", "dice", "bleu", "score"}  # words that make a metric go up
-NOT_METRICS = set(TRAIN_COLS) - {"loss"}  # stats.csv columns that are not metrics
 
 def metric_mode(name:str, # a metric column, e.g. val_accuracy
                 cfg:dict={})->str: # the run's flattened config
@@ -222,7 +221,7 @@ def read_runs(runs:dict)->dict: # run directory -> its run files, from `find_run
     return out
 
 # %% ../nbs/28_results.ipynb #d28cef93
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # bumped when what an index entry holds changes (2: system columns are not metrics)
 
 def index_file(root)->Path: # the folder of runs
     "Where the index of `root` is kept: ~/.cache/mlhpc/results/<hash of its absolute path>.pkl."
@@ -301,3 +300,11 @@ def load_runs(root, # a folder of runs: a sweep, a folder of sweeps and runs, or
     entries, read = fresh_entries(find_runs(root), old)
     if ix and (read or len(old) != len(entries)): write_index(ix, entries)
     return runs_frame(entries, root, live_states(entries))
+
+# %% ../nbs/28_results.ipynb #b89fa55a
+def __getattr__(name:str):
+    "`RunBrowser` from `ml_hpc.browser`, imported on first use."
+    if name == "RunBrowser":
+        from ml_hpc.browser import RunBrowser
+        return RunBrowser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

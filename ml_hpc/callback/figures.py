@@ -9,14 +9,14 @@ from pathlib import Path
 from fastcore.basics import patch, patch_to
 from ..core import MlhpcError, atomic_write
 from .core import Callback
-from .log import GPU_COLS, SYSTEM_COLS, TRAIN_COLS
+from .log import NOT_METRICS
 
 # %% auto #0
 __all__ = ['NOT_DRAWN', 'PNG_METADATA', 'PANEL_SIZE', 'DPI', 'log', 'metric_family', 'Curves', 'draw_curves', 'CurvesCallback',
            'need_tensorboard', 'tensorboard_writer', 'scalars', 'TensorBoardCallback', 'read_scalars']
 
 # %% ../../nbs/12b_callback.figures.ipynb #31297c98
-NOT_DRAWN = set(TRAIN_COLS + SYSTEM_COLS + GPU_COLS)  # stats.csv columns that are not metrics
+NOT_DRAWN = NOT_METRICS | {"loss"}  # stats.csv columns not drawn as evaluations (the training loss has its own line)
 
 def metric_family(name:str)->str: # a metric name such as val_loss, train_accuracy or ema_val_accuracy
     "The panel a metric is drawn in: its name without the ema_/val_/train_ prefixes."

@@ -13,9 +13,9 @@ from ..rundir import RUNNING, FAILED, read_status, write_status
 from .core import Callback
 
 # %% auto #0
-__all__ = ['TRAIN_COLS', 'log', 'SYSTEM_COLS', 'GPU_COLS', 'WALL_CLOCK_COLS', 'stats_columns', 'truncate_stats', 'show_metric',
-           'list_metrics', 'truncate_jsonl', 'write_rank_error', 'rank_errors', 'rss_mb', 'SystemMonitor', 'RunLogger',
-           'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
+__all__ = ['TRAIN_COLS', 'log', 'SYSTEM_COLS', 'GPU_COLS', 'WALL_CLOCK_COLS', 'NOT_METRICS', 'stats_columns', 'truncate_stats',
+           'show_metric', 'list_metrics', 'truncate_jsonl', 'write_rank_error', 'rank_errors', 'rss_mb',
+           'SystemMonitor', 'RunLogger', 'ProgressBar', 'interactive', 'LogFile', 'setup_logging']
 
 # %% ../../nbs/12_callback.log.ipynb #65893e7f
 TRAIN_COLS = ["update", "loss", "lr", "samples_per_s", "time"]
@@ -78,6 +78,7 @@ def rank_errors(run_dir)->list: # the run directory
 SYSTEM_COLS = ["rss_mb", "cpu_percent"]
 GPU_COLS = ["gpu_mem_mb", "gpu_max_mem_mb", "gpu_util"]
 WALL_CLOCK_COLS = ["samples_per_s", "time"] + SYSTEM_COLS + GPU_COLS  # stats.csv columns that differ between any two runs
+NOT_METRICS = set(TRAIN_COLS + SYSTEM_COLS + GPU_COLS) - {"loss"}  # stats.csv columns that are not metrics (curves, results, the browser)
 
 def rss_mb()->float:
     "Resident memory of this process in MB (the peak where there is no /proc)."
