@@ -54,7 +54,11 @@ def test_different_config_never_clobbers_a_run(tmp_path):
     assert len(kept) == 1 and (kept[0]/"checkpoints/latest.pt").read_bytes() == before[run/"checkpoints/latest.pt"]
 
 def test_help_for_every_subcommand():
-    for cmd in ["train", "run", "submit", "sweep", "status"]:
+    import argparse
+    from ml_hpc.cli import parser
+    cmds = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "run", "submit", "sweep", "status", "results", "sync-wandb"} <= set(cmds), sorted(cmds)
+    for cmd in cmds:
         p = mlhpc(cmd, "--help")
         assert p.returncode == 0 and f"usage: mlhpc {cmd}" in p.stdout, p.stderr
     assert "optimizer.learning_rate" in mlhpc("train", "--help").stdout
