@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, os, re, shutil, sys
 from pathlib import Path
-from .core import MlhpcError, load_env
+from .core import MlhpcError, load_env, skip_exit_gc
 from .config import config_rows, load_config
 from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 
@@ -354,6 +354,7 @@ def parser()->argparse.ArgumentParser:
 # %% ../nbs/40_cli.ipynb #caa2abc5
 def main(argv=None)->int:
     "Entry point of the `mlhpc` program."
+    skip_exit_gc()  # a second Ctrl-C, a job's end and every command's exit come sooner (00_core)
     a = parser().parse_args(argv)
     try: code = a.func(a)
     except MlhpcError as e:

@@ -8,7 +8,7 @@ import os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MlhpcError', 'fsync_dir', 'atomic_write', 'atomic_write_text', 'is_secret_name', 'redact', 'load_env']
+__all__ = ['MlhpcError', 'fsync_dir', 'atomic_write', 'atomic_write_text', 'is_secret_name', 'redact', 'load_env', 'skip_exit_gc']
 
 # %% ../nbs/00_core.ipynb #07df8809
 class MlhpcError(Exception):
@@ -76,3 +76,9 @@ def load_env(path=".env", # a dotenv file; missing is fine
     if export:
         for k, v in vals.items(): os.environ.setdefault(k, v)
     return {**vals, **os.environ}
+
+# %% ../nbs/00_core.ipynb #973a8067
+def skip_exit_gc():
+    "Make this process's exit fast: at exit, freeze what is alive so the interpreter's final collections skip it."
+    import atexit, gc
+    atexit.register(gc.freeze)

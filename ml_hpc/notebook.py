@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
-from .core import MlhpcError, atomic_write_text, is_secret_name, load_env
+from .core import MlhpcError, atomic_write_text, is_secret_name, load_env, skip_exit_gc
 from .config import check_args, default_type, load_config, parse_yaml, read_yaml, show_diff
 from .env import JobEnv
 from .rundir import COMPLETED, FAILED, STOPPED, RunLock, read_status, run_paths, set_aside, write_status
@@ -128,9 +128,10 @@ def fit_run(model, train_ds, valid_ds, loss_func, # the notebook's objects, as f
 
 # %% ../nbs/26_notebook.ipynb #9d5207f3
 def job_setup():
-    "Run by the kernel of `mlhpc run` before the first cell: keep stop signals in a flag, warm up oneMKL."
+    "Run by the kernel of `mlhpc run` before the first cell: keep stop signals in a flag, warm up oneMKL, exit quickly."
     from ml_hpc.trainer import warm_up_vml
     global _JOB_FLAG
+    skip_exit_gc()  # the job ends when its kernel has exited (00_core)
     _JOB_FLAG = StopSignal().install(("SIGTERM", "SIGUSR2"))
     warm_up_vml()
 

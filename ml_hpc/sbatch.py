@@ -222,7 +222,9 @@ def _rendezvous(job:JobSpec)->list:
     "Rendezvous address, port and threads per process for several processes; nothing for one."
     if job.ntasks == 1: return []
     return ['scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1 > "$tmp.host"; read -r MASTER_ADDR < "$tmp.host"; export MASTER_ADDR',
-            "export MASTER_PORT=$((10000 + SLURM_JOB_ID % 50000))",
+            "port=$((10000 + SLURM_JOB_ID % 50000))",  # the job's own port, or the next one that nothing listens on (this is the first node)
+            'while (exec 3<>"/dev/tcp/127.0.0.1/$port" || exec 3<>"/dev/tcp/$MASTER_ADDR/$port") 2>/dev/null; do port=$((port + 1)); done',
+            "export MASTER_PORT=$port",
             'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"']
 
 # %% ../nbs/21_sbatch.ipynb #72385f4f

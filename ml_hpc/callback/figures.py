@@ -100,7 +100,7 @@ class CurvesCallback(Callback):
         self.curves.add_metrics(self.trainer.metrics); self._new = True
         if time.monotonic() >= self._next: self.draw()
     def after_fit(self):
-        if self._new: self.draw()
+        if self._new and not isinstance(getattr(self.trainer, "error", None), KeyboardInterrupt): self.draw()  # an abort ends now
 
 # %% ../../nbs/12b_callback.figures.ipynb #2d8e8f60
 @patch

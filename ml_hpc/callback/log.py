@@ -169,9 +169,11 @@ def after_fit(self:RunLogger):
         if self._f: self._f.close()
     except OSError: pass  # the failed write already failed the run (t.error)
     err = getattr(t, "error", None) if t.state == FAILED else None
-    if err is not None: err = "; ".join(rank_errors(self.run_dir) + [f"rank 0: {err}" if t.env.distributed else str(err)])
+    if err is not None:
+        what = str(err) or t.stop_reason or type(err).__name__  # a KeyboardInterrupt (a second Ctrl-C) says nothing: 'interrupted'
+        err = "; ".join(rank_errors(self.run_dir) + [f"rank 0: {what}" if t.env.distributed else what])
     self._status(state=t.state, reason=t.stop_reason if t.state != FAILED else err, metrics=t.metrics)
-    log.info(f"{t.state} at update {t.update}" + (f" ({t.stop_reason})" if t.stop_reason else "") + (f": {err}" if err else ""))
+    log.info(f"{t.state} at update {t.update}" + (f" ({t.stop_reason})" if t.stop_reason else "") + (f": {err}" if err and err != t.stop_reason else ""))
 
 # %% ../../nbs/12_callback.log.ipynb #70ecc28f
 @patch
