@@ -1,5 +1,6 @@
 """Shared pytest set-up: the `slurm` marker, a real loopback SLURM cluster for the session, and how `make test` splits the tests
 between its two pytest-xdist workers."""
+import os
 import pytest
 from slurm_cluster import SlurmCluster
 
@@ -9,13 +10,18 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):
     "A single-node SLURM cluster on 127.0.0.1: `.env`, `.run(cmd)`, `.sbatch(*args)`, `.wait_state(id, states, timeout)`."
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one cluster per session: a second one would run its own job 1 (same rendezvous port)
+        owner = tmp_path_factory.getbasetemp().parent/"slurm-cluster-worker"
+        try: os.close(os.open(owner, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError: pytest.fail("a second SLURM cluster in this test session: mark the test `slurm` (pytest.mark.slurm) so it runs in the cluster's worker")
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try: yield cluster
     finally: cluster.stop()
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`). Every test that uses the cluster goes to one worker, so one
-    cluster is started; the long SLURM tests mostly wait for the cluster's clock, so the other worker runs the rest beside them.
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`). Every test that uses the cluster (the `slurm` fixture or
+    marker) goes to one worker, so one cluster is started; the long SLURM tests mostly wait for the cluster's clock, so the other worker runs the rest beside them.
     Other tests stay with their module (module-scoped fixtures, such as the reference runs, are computed once)."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("slurm" if "slurm" in item.fixturenames else item.module.__name__))
+        cluster = "slurm" in item.fixturenames or item.get_closest_marker("slurm") is not None  # the marker: tests that ask for it later
+        item.add_marker(pytest.mark.xdist_group("slurm" if cluster else item.module.__name__))
