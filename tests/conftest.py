@@ -18,6 +18,7 @@ def slurm(tmp_path_factory):
     try: yield cluster
     finally: cluster.stop()
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into the groups it schedules by
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`). Every test that uses the cluster (the `slurm` fixture or
     marker) goes to one worker, so one cluster is started; the long SLURM tests mostly wait for the cluster's clock, so the other worker runs the rest beside them.
@@ -25,3 +26,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         cluster = "slurm" in item.fixturenames or item.get_closest_marker("slurm") is not None  # the marker: tests that ask for it later
         item.add_marker(pytest.mark.xdist_group("slurm" if cluster else item.module.__name__))
+
+UNGROUPED = ("pytest-xdist did not group the tests with this pytest (pytest-xdist issue 1386): two SLURM clusters would run at once; "
+             "reinstall with `make test` (dev_requirements pins pytest<9.2)")
+
+def pytest_collection_finish(session):
+    "Notice when pytest-xdist did not turn the groups into its schedule (it silently stopped grouping with pytest 9.2)."
+    items = session.items
+    session.config.ungrouped = getattr(session.config.option, "loadgroup", False) and bool(items) and not any("@" in i.nodeid for i in items)
+
+def pytest_runtest_setup(item):
+    if getattr(item.config, "ungrouped", False): pytest.fail(UNGROUPED)
