@@ -53,6 +53,8 @@ bench: install
 	$(BIN)/python bench/bench_checkpoint.py
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_results.py
+	$(BIN)/python bench/bench_notebook.py
+	$(BIN)/python bench/bench_exit.py
 
 clean:
 	rm -rf $(VENV) runs _proc _docs *.egg-info
