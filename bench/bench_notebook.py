@@ -4,7 +4,7 @@ The notebook's DigitsNet is the config's MLP (two hidden layers of `hidden_dim`,
 and both train with the same seed: they compute the same thing (the script checks the final val_loss is equal).
 Fixed overhead: the difference in wall time for a tiny run (kernel start-up, papermill, the notebook's imports).
 Ratio: wall time of the notebook job over the config run for a run of about a minute (`--updates`).
-Runs alternate between the two; the median of `--pairs` pairs is printed. Wall time is what users wait for; CPU time
+Runs alternate between the two, and which one starts a pair alternates too; each pair and the median of `--pairs` pairs are printed. Wall time is what users wait for; CPU time
 (user + system of the whole process tree, the kernel included) is what to trust on a loaded machine.
 Usage: python bench/bench_notebook.py [--pairs 3] [--updates 22000 (about a minute here; 0: fixed overhead only)] [--hidden 256]"""
 import argparse, json, resource, statistics, subprocess, sys, tempfile, time
@@ -22,14 +22,17 @@ def wall(cmd):
     if p.returncode: raise SystemExit(f"{cmd} exited {p.returncode}\n{p.stderr[-2000:]}")
     return time.perf_counter() - t0, cpu() - c0
 
-def pair(updates, hidden, tmp):
+def pair(updates, hidden, tmp, notebook_first=False):
+    "(train, run) (wall, CPU) of one pair; `notebook_first` swaps which of the two starts, so an order effect cancels out over pairs."
     every = max(updates // 10, 1)
     cfg = Path(tmp)/"digits.yaml"
     cfg.write_text(f"total_updates: {updates}\nupdates_per_epoch: {every}\nbatch_size: 64\nseed: 0\nmodel: {{hidden_dim: {hidden}, num_layers: 2}}\noptimizer: {{name: AdamW, learning_rate: 1e-3}}\n")
     a, b = Path(tempfile.mkdtemp(dir=tmp)), Path(tempfile.mkdtemp(dir=tmp))
-    t_train = wall(MLHPC + ["train", str(cfg), "--run-dir", str(a/"run")])
-    t_run = wall(MLHPC + ["run", "examples/train_digits.ipynb", "--run-dir", str(b/"run"), "-p", "total_updates", str(updates),
-                          "-p", "updates_per_epoch", str(every), "-p", "hidden_dim", str(hidden), "-p", "learning_rate", "1e-3"])
+    train = lambda: wall(MLHPC + ["train", str(cfg), "--run-dir", str(a/"run")])
+    run = lambda: wall(MLHPC + ["run", "examples/train_digits.ipynb", "--run-dir", str(b/"run"), "-p", "total_updates", str(updates),
+                                "-p", "updates_per_epoch", str(every), "-p", "hidden_dim", str(hidden), "-p", "learning_rate", "1e-3"])
+    if notebook_first: t_run, t_train = run(), train()
+    else: t_train, t_run = train(), run()
     la, lb = (json.loads((d/"run"/"status.json").read_text())["metrics"]["val_loss"] for d in (a, b))
     if la != lb: print(f"warning: the two runs differ (val_loss {la} vs {lb})")
     return t_train, t_run
@@ -39,12 +42,16 @@ def main():
     ap.add_argument("--pairs", type=int, default=3); ap.add_argument("--updates", type=int, default=22000); ap.add_argument("--hidden", type=int, default=256)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tiny = [pair(20, a.hidden, tmp) for _ in range(a.pairs)]
+        tiny = [pair(20, a.hidden, tmp, i % 2 == 1) for i in range(a.pairs)]
         for i, what in enumerate(("wall", "CPU")):
             t, r = statistics.median(t[i] for t, _ in tiny), statistics.median(r[i] for _, r in tiny)
             print(f"tiny run (20 updates), {what}: mlhpc train {t:.2f} s, mlhpc run {r:.2f} s; fixed overhead {statistics.median(r[i] - t[i] for t, r in tiny):.2f} s (target <= 3 s)")
         if not a.updates: return
-        long = [pair(a.updates, a.hidden, tmp) for _ in range(a.pairs)]
+        long = []
+        for i in range(a.pairs):
+            long.append(pair(a.updates, a.hidden, tmp, i % 2 == 1))
+            (tw, tc), (rw, rc) = long[-1]
+            print(f"  pair {i + 1} ({'notebook' if i % 2 else 'config'} first): train {tw:.1f} s wall {tc:.1f} s CPU, run {rw:.1f} s wall {rc:.1f} s CPU", flush=True)
         for i, what in enumerate(("wall", "CPU")):
             t, r = statistics.median(t[i] for t, _ in long), statistics.median(r[i] for _, r in long)
             print(f"{a.updates} updates, {what}: mlhpc train {t:.1f} s, mlhpc run {r:.1f} s; ratio {statistics.median(r[i] / t[i] for t, r in long):.3f} (target <= 1.05)")

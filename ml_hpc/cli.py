@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, os, re, shutil, sys
 from pathlib import Path
-from .core import MlhpcError, load_env, skip_exit_gc
+from .core import MlhpcError, load_env, skip_exit_gc, skip_iri_grammars
 from .config import config_rows, load_config
 from .slurm import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESUME
 
@@ -355,6 +355,7 @@ def parser()->argparse.ArgumentParser:
 def main(argv=None)->int:
     "Entry point of the `mlhpc` program."
     skip_exit_gc()  # a second Ctrl-C, a job's end and every command's exit come sooner (00_core)
+    skip_iri_grammars()  # reading a notebook costs 1.2 s less (00_core)
     a = parser().parse_args(argv)
     try: code = a.func(a)
     except MlhpcError as e:

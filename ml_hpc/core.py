@@ -8,7 +8,8 @@ import os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MlhpcError', 'fsync_dir', 'atomic_write', 'atomic_write_text', 'is_secret_name', 'redact', 'load_env', 'skip_exit_gc']
+__all__ = ['MlhpcError', 'fsync_dir', 'atomic_write', 'atomic_write_text', 'is_secret_name', 'redact', 'load_env', 'skip_exit_gc',
+           'skip_iri_grammars']
 
 # %% ../nbs/00_core.ipynb #07df8809
 class MlhpcError(Exception):
@@ -82,3 +83,9 @@ def skip_exit_gc():
     "Make this process's exit fast: at exit, freeze what is alive so the interpreter's final collections skip it."
     import atexit, gc
     atexit.register(gc.freeze)
+
+# %% ../nbs/00_core.ipynb #24dc99b0
+def skip_iri_grammars():
+    "Spare this process `rfc3987_syntax`'s slow import (about 1.2 s): jsonschema then skips `iri` format checks, which no notebook schema uses."
+    import sys
+    sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: `import rfc3987_syntax` raises ImportError, which jsonschema expects
