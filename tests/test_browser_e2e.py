@@ -1,8 +1,9 @@
 """`RunBrowser` end to end: real runs, a notebook showing `RunBrowser(root)` served by Voilà on loopback, opened in headless
 Chromium (Debian's chromium and chromium-driver); choosing another value in a filter must change the plot and the runs it names.
 The screenshot is kept in $MLHPC_TEST_ARTIFACTS (default <repo>/.test-artifacts/)."""
-import json, os, shutil, socket, subprocess, sys, time
+import json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
+from types import SimpleNamespace
 import pytest
 from helpers import ROOT, MLHPC
 
@@ -56,22 +57,31 @@ def browser_notebook(path:Path, root:Path):
 
 @pytest.fixture
 def voila(runs, tmp_path):
-    "The URL of the browser notebook served by Voilà on loopback (default settings), stopped by PID afterwards."
+    "The browser notebook served by Voilà on loopback (default settings): its `.url` and the server's `.proc`, stopped by PID afterwards."
     nb = tmp_path/"browse.ipynb"; browser_notebook(nb, runs)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), "OMP_NUM_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}  # a server or kernel that hangs prints its threads' stacks into voila.log when `dump_stacks` aborts it
     log = open(tmp_path/"voila.log", "w")
     p = subprocess.Popen([sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
                          cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, p, SERVE_WAIT)
-        yield f"http://127.0.0.1:{port}/"
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", proc=p)
     finally:
         p.terminate()
         try: p.wait(timeout=30)
         except subprocess.TimeoutExpired: p.kill(); p.wait()
         log.close()
-        print(f"voila log: {tmp_path/'voila.log'}\n" + (tmp_path/"voila.log").read_text()[-1500:])
+        print(f"voila log: {tmp_path/'voila.log'}\n" + (tmp_path/"voila.log").read_text()[-20000:])
+
+def dump_stacks(proc:subprocess.Popen):
+    "Abort Voilà's kernels, then Voilà: with PYTHONFAULTHANDLER each prints every thread's stack into voila.log, so a hang says where it hangs."
+    kids = [pid for t in Path(f"/proc/{proc.pid}/task").iterdir() for pid in (t/"children").read_text().split()]
+    for pid in kids + [str(proc.pid)]:
+        try: os.kill(int(pid), signal.SIGABRT)
+        except ProcessLookupError: pass
+    time.sleep(2)
 
 @pytest.fixture
 def chromium(tmp_path):
@@ -100,7 +110,7 @@ def test_choosing_a_filter_value_changes_the_plot_in_a_real_browser(voila, chrom
     shot = artifacts()/"browser_e2e.png"
     try:
         t0 = time.monotonic()
-        chromium.get(voila)
+        chromium.get(voila.url)
         WebDriverWait(chromium, PAGE_WAIT, poll_frequency=0.5).until(lambda d: "3 of 3 runs drawn" in runs_drawn(d) and plot_src(d).startswith("data:image/png"),
                                                                      "the browser did not show its figure and the three runs")
         t_shown = time.monotonic() - t0
@@ -121,6 +131,9 @@ def test_choosing_a_filter_value_changes_the_plot_in_a_real_browser(voila, chrom
         rows = [r.text for r in chromium.find_elements(By.CSS_SELECTOR, "table.mlhpc-summary tbody tr")]
         assert len(rows) == 1 and rows[0].startswith("lr=0.003/seed=0"), rows
         print(f"widgets shown after {t_shown:.1f} s, redrawn {t_change:.1f} s after the filter changed")
+    except BaseException:
+        dump_stacks(voila.proc)
+        raise
     finally:
         assert chromium.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
         print(f"screenshot: {shot}")
