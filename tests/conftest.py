@@ -18,6 +18,15 @@ def slurm(tmp_path_factory):
     try: yield cluster
     finally: cluster.stop()
 
+@pytest.fixture(scope="session")
+def time_limit_jobs(slurm, tmp_path_factory):
+    "The config and notebook jobs that outlive a 1-minute limit, submitted side by side when a test first asks (tests/time_limit_jobs.py)."
+    from time_limit_jobs import submit_both
+    jobs = submit_both(slurm, tmp_path_factory.mktemp("time-limit"))
+    try: yield jobs
+    finally:
+        for j in jobs.values(): j.reference.kill()
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into the groups it schedules by
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers (`--dist loadgroup`). Every test that uses the cluster (the `slurm` fixture or

@@ -6,7 +6,7 @@ goes to the whole job (the runner's process group and its kernel), as when a nod
 import json, os, re, signal, subprocess, threading, time
 from pathlib import Path
 import nbformat, pandas as pd, pytest, torch, yaml
-from helpers import MLHPC, ROOT, Background, mlhpc, one_line_error, same_weights, stats, weights
+from helpers import MLHPC, ROOT, mlhpc, one_line_error, same_weights, stats, weights
 
 NB = ROOT/"examples"/"train_digits.ipynb"
 LONG = ["-p", "total_updates", "300", "-p", "updates_per_epoch", "20", "-p", "learning_rate", "1e-3"]
@@ -339,53 +339,22 @@ def test_slurm_two_process_notebook_job_is_one_run(slurm, pair, tmp_path):
 
 # ---------------------------------------------------------------- SLURM time limit
 
-def slow_notebook(dest:Path)->Path:
-    "examples/train_digits.ipynb with its training data read slowly (tests/slow_data.py): 2,000 updates last more than 60 s at any load."
-    nb = nbformat.read(NB, as_version=4)
-    (cell,) = [c for c in nb.cells if "get_data(DataConfig(" in c.source]
-    cell.source = f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom tests.slow_data import slow_digits\ntrain_ds, valid_ds, info = slow_digits()\ninfo"
-    nbformat.write(nb, dest/"slow_digits.ipynb")
-    return dest/"slow_digits.ipynb"
-
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
-    """The slow notebook, its parameters, and its uninterrupted `mlhpc run`, started in the background beside the SLURM job it is
-    compared with (both mostly wait for their data); calling `finished` waits for it."""
-    d = tmp_path_factory.mktemp("long")
-    nb, params = slow_notebook(d), ["-p", "total_updates", "2000", "-p", "updates_per_epoch", "500", "-p", "learning_rate", "1e-3"]
-    finished = Background("run", nb, "--run-dir", d/"run", *params, result=d/"run")
-    try: yield nb, params, finished
-    finally: finished.kill()
-
 @pytest.mark.slurm
-def test_slurm_time_limit_requeues_a_notebook_job_to_the_same_weights(slurm, long_run, tmp_path):
+def test_slurm_time_limit_requeues_a_notebook_job_to_the_same_weights(time_limit_jobs):
     "Default margins, --time 00:01:00, training longer than that: the notebook job stops in time, requeues itself and completes bit-identical to `mlhpc run`."
-    nb, params, ref = long_run
-    run, prof = tmp_path/"run", tmp_path/"cluster.yaml"
-    prof.write_text("")  # the defaults users get, whatever ~/.config holds
-    p = mlhpc("submit", nb, "--run-dir", run, "--time", "00:01:00", "--profile", prof, *params, env=slurm.env, check=True)
-    job, t0 = re.search(r"submitted job (\d+)", p.stdout).group(1), time.time()
-    from slurm_cluster import ClusterError
-    best, since = -1, time.monotonic()
-    while True:  # wait for as long as the attempts make progress (a loaded machine only makes it slower)
-        try: state = slurm.wait_state(job, "FINISHED", timeout=10); break
-        except ClusterError as e:
-            if "still there" not in str(e): raise
-        update = status(run).get("update", 0)
-        if update > best: best, since = update, time.monotonic()
-        assert time.monotonic() - since < 300, f"job {job}: no progress for 300 s (update {best})"
+    j = time_limit_jobs["notebook"]
+    state, n = j.wait()
+    run, job, st = j.run, j.job, status(j.run)
     out = (run/f"slurm-{job}.out").read_text()
-    n = int(re.search(r"\bRestarts=(\d+)", slurm.run(["scontrol", "-o", "show", "job", job]).stdout).group(1))
-    st = status(run)
     assert state == "COMPLETED" and n >= 1, (state, n, out[-3000:])
     assert st["state"] == "completed" and st["attempt"] == n + 1 and st["job_id"] == job, st
-    assert same_weights(weights(run), weights(ref())), "the requeued notebook job differs from the uninterrupted mlhpc run"
-    assert stats(run).equals(stats(ref()))
+    assert same_weights(weights(run), weights(j.reference())), "the requeued notebook job differs from the uninterrupted mlhpc run"
+    assert stats(run).equals(stats(j.reference()))
     stops = [int(u) for u in re.findall(r"stopped at update (\d+) \(time limit", (run/"train.log").read_text())]
     assert len(stops) == n and stops == sorted(set(stops)) and stops[0] > 0, stops  # every attempt made progress
     assert out.count("requeueing job") == n and sorted(p.name for p in run.glob("output.*.ipynb")) == [f"output.{i}.ipynb" for i in range(1, n + 1)]
     assert all("RunStopped" in (run/f"output.{i}.ipynb").read_text() for i in range(1, n + 1))
-    print(f"notebook job, --time 00:01:00 with default margins: {n} requeues, stopped at {stops} of {st['total_updates']}, {time.time() - t0:.0f} s from submit to completed")
+    print(f"notebook job, --time 00:01:00 with default margins: {n} requeues, stopped at {stops} of {st['total_updates']}, {j.ended - j.submitted:.0f} s from submit to completed")
 
 def test_the_runner_does_not_import_torch(tmp_path):
     "`mlhpc run` only starts the kernel: torch is imported there, not in the runner (start-up time and memory of every job)."

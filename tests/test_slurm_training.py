@@ -6,25 +6,15 @@ import json, re, signal, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import pytest
-from helpers import ROOT, MLHPC, Background, mlhpc, weights, same_weights, stats
+from helpers import ROOT, MLHPC, mlhpc, weights, same_weights, stats
+from time_limit_jobs import BASE, LONG, sets
 
 pytestmark = pytest.mark.slurm
 
-BASE = ["updates_per_epoch=4000", "log_every=50", "model.hidden_dim=64", "model.dropout=0.1", "lr_scheduler={}", "early_stopping.patience=0"]
-# More than a 1-minute attempt holds, whatever the machine's load: every batch takes 30 ms to read (tests/slow_data.py), so the
-# 2,000 updates last at least 60 s of wall time, and the SLURM job and its reference leave each other the CPU.
-LONG = BASE + ["data.name=tests.slow_data:slow_digits", "total_updates=2000", "updates_per_epoch=500"]
-
-def sets(settings): return sum([["--set", s] for s in settings], [])
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted local run of LONG every SLURM run is compared with, started in the background beside the first SLURM job;
-    calling it waits for it."""
-    run = tmp_path_factory.mktemp("ref")/"run"
-    finished = Background("train", ROOT/"examples/digits.yaml", "--run-dir", run, *sets(LONG), result=run, timeout=600)
-    try: yield finished
-    finally: finished.kill()
+def reference(time_limit_jobs):
+    "The uninterrupted local run of LONG every SLURM run here is compared with, started beside the time-limit jobs; calling it waits for it."
+    return time_limit_jobs["config"].reference
 
 @pytest.fixture
 def profile(tmp_path):
@@ -43,29 +33,16 @@ def restarts(slurm, job_id):
 
 def status(run): return json.loads((Path(run)/"status.json").read_text())
 
-def wait_completed(slurm, job, run, stall=300):
-    "Wait until `job` is COMPLETED for as long as its attempts keep making progress (a loaded machine only makes it slower)."
-    from slurm_cluster import ClusterError
-    best, since = -1, time.monotonic()
-    while True:
-        try: return slurm.wait_state(job, "COMPLETED", timeout=10)
-        except ClusterError as e:
-            if "still there" not in str(e): raise
-        try: update = status(run).get("update", 0)
-        except (OSError, ValueError): update = best
-        if update > best: best, since = update, time.monotonic()
-        assert time.monotonic() - since < stall, f"job {job}: no progress for {stall} s (update {best})"
-
-def test_time_limit_stop_requeue_complete(slurm, reference, profile, tmp_path):
+def test_time_limit_stop_requeue_complete(time_limit_jobs):
     "Default settings, a 1-minute limit shorter than the training: every attempt makes progress, the job requeues and completes bit-identical."
-    run, t0 = tmp_path/"run", time.time()
-    job = submit(slurm, run, profile, LONG)
-    assert wait_completed(slurm, job, run) == "COMPLETED"
-    took, n, st = time.time() - t0, restarts(slurm, job), status(run)
+    j = time_limit_jobs["config"]
+    state, n = j.wait()
+    run, job, took, st = j.run, j.job, j.ended - j.submitted, status(j.run)
+    assert state == "COMPLETED", j.info
     assert n >= 1, f"expected the 1-minute job to requeue, got {n} requeues"
     assert st["state"] == "completed" and st["attempt"] == n + 1 and st["job_id"] == job
-    assert same_weights(weights(run), weights(reference())), "resumed SLURM run differs from the uninterrupted run"
-    pd.testing.assert_frame_equal(stats(run), stats(reference()))
+    assert same_weights(weights(run), weights(j.reference())), "resumed SLURM run differs from the uninterrupted run"
+    pd.testing.assert_frame_equal(stats(run), stats(j.reference()))
     log = (run/f"slurm-{job}.out").read_text()
     assert log.count("requeueing job") == n and "#SBATCH --signal=B:USR2@10" in (run/"job.sbatch").read_text(), log[-3000:]
     stops = [int(u) for u in re.findall(r"stopped at update (\d+) \(time limit", (run/"train.log").read_text())]
