@@ -63,10 +63,11 @@ def after_iteration(self:StopCallback):
 @patch
 def after_fit(self:StopCallback):
     "Name a signal that came after the other ranks agreed to stop; log how long a signal took to become a saved checkpoint; put the old handlers back."
-    if self.stopped_by is None and self.trainer.state == STOPPED:  # torchrun sends TERM to the ranks one by one: it may come here during the save
+    if self.trainer.state == STOPPED:
         late = [(name, when) for name, when in self.flag.received[self.handled:] if name != self.warning]
-        if late: self.stopped_by = late[0]; self.trainer.request_stop(signal_reason(late[0][0]), resume=True)  # replaces only "another process asked to stop"
-    if self.stopped_by and self.trainer.state == STOPPED:
-        name, when = self.stopped_by
-        logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(name)}: {time.time() - when:.2f} s from the signal to a saved checkpoint")
+        if self.stopped_by is None and late:  # torchrun sends TERM to the ranks one by one: it may come here during the save
+            self.stopped_by = late[0]; self.trainer.request_stop(signal_reason(late[0][0]), resume=True)  # replaces only "another process asked to stop"
+        if self.stopped_by:
+            name, when = self.stopped_by
+            logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(name)}: {time.time() - when:.2f} s from the signal to a saved checkpoint")
     if self.restore_handlers: self.flag.restore()
