@@ -53,7 +53,7 @@ bench: install
 	$(BIN)/python bench/bench_checkpoint.py
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_results.py
-	$(BIN)/python bench/bench_notebook.py
+	$(BIN)/python bench/bench_notebook.py --threads 1 --updates 45000
 	$(BIN)/python bench/bench_exit.py
 
 clean:

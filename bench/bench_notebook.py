@@ -5,9 +5,13 @@ and both train with the same seed: they compute the same thing (the script check
 Fixed overhead: the difference in wall time for a tiny run (kernel start-up, papermill, the notebook's imports).
 Ratio: wall time of the notebook job over the config run for a run of about a minute (`--updates`).
 Runs alternate between the two, and which one starts a pair alternates too; each pair and the median of `--pairs` pairs are printed. Wall time is what users wait for; CPU time
-(user + system of the whole process tree, the kernel included) is what to trust on a loaded machine.
-Usage: python bench/bench_notebook.py [--pairs 3] [--updates 22000 (about a minute here; 0: fixed overhead only)] [--hidden 256]"""
-import argparse, json, resource, statistics, subprocess, sys, tempfile, time
+(user + system of the whole process tree, the kernel included) is what to trust on a loaded machine; training time (stats.csv's
+`time`, start-up and exit left out) shows whether an update costs more in the notebook's kernel.
+`--threads 1` sets OMP_NUM_THREADS for both programs: on this 2-core virtual machine, a 2-thread run's speed flips between two
+levels (about 70,000 and 46,000 samples/s) in phases of seconds, whichever program runs, so 2-thread pairs differ by up to 30% either
+way; one thread, nearly as fast for this small model, gives pairs within 3%.
+Usage: python bench/bench_notebook.py [--pairs 3] [--updates 22000 (half a minute to a minute here; 0: fixed overhead only)] [--hidden 256] [--threads N]"""
+import argparse, csv, json, os, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +27,7 @@ def wall(cmd):
     return time.perf_counter() - t0, cpu() - c0
 
 def pair(updates, hidden, tmp, notebook_first=False):
-    "(train, run) (wall, CPU) of one pair; `notebook_first` swaps which of the two starts, so an order effect cancels out over pairs."
+    "(train, run) (wall, CPU, training) seconds of one pair; `notebook_first` swaps which of the two starts, so an order effect cancels out over pairs."
     every = max(updates // 10, 1)
     cfg = Path(tmp)/"digits.yaml"
     cfg.write_text(f"total_updates: {updates}\nupdates_per_epoch: {every}\nbatch_size: 64\nseed: 0\nmodel: {{hidden_dim: {hidden}, num_layers: 2}}\noptimizer: {{name: AdamW, learning_rate: 1e-3}}\n")
@@ -35,12 +39,19 @@ def pair(updates, hidden, tmp, notebook_first=False):
     else: t_train, t_run = train(), run()
     la, lb = (json.loads((d/"run"/"status.json").read_text())["metrics"]["val_loss"] for d in (a, b))
     if la != lb: print(f"warning: the two runs differ (val_loss {la} vs {lb})")
-    return t_train, t_run
+    return t_train + (fit_seconds(a/"run"),), t_run + (fit_seconds(b/"run"),)
+
+def fit_seconds(run:Path)->float:
+    "Seconds from the start of training to its last update (stats.csv's `time` column): the run without start-up and exit."
+    with open(run/"stats.csv") as f: return max(float(r["time"]) for r in csv.DictReader(f) if r["time"])
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=3); ap.add_argument("--updates", type=int, default=22000); ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of both programs (default: torch's choice)")
     a = ap.parse_args()
+    if a.threads: os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    print(f"threads per process: {os.environ.get('OMP_NUM_THREADS', 'torch default')}")
     with tempfile.TemporaryDirectory() as tmp:
         tiny = [pair(20, a.hidden, tmp, i % 2 == 1) for i in range(a.pairs)]
         for i, what in enumerate(("wall", "CPU")):
@@ -50,9 +61,10 @@ def main():
         long = []
         for i in range(a.pairs):
             long.append(pair(a.updates, a.hidden, tmp, i % 2 == 1))
-            (tw, tc), (rw, rc) = long[-1]
-            print(f"  pair {i + 1} ({'notebook' if i % 2 else 'config'} first): train {tw:.1f} s wall {tc:.1f} s CPU, run {rw:.1f} s wall {rc:.1f} s CPU", flush=True)
-        for i, what in enumerate(("wall", "CPU")):
+            (tw, tc, tf), (rw, rc, rf) = long[-1]
+            print(f"  pair {i + 1} ({'notebook' if i % 2 else 'config'} first): train {tw:.1f} s wall {tc:.1f} s CPU ({tf:.1f} s training), "
+                  f"run {rw:.1f} s wall {rc:.1f} s CPU ({rf:.1f} s training)", flush=True)
+        for i, what in enumerate(("wall", "CPU", "training")):
             t, r = statistics.median(t[i] for t, _ in long), statistics.median(r[i] for _, r in long)
             print(f"{a.updates} updates, {what}: mlhpc train {t:.1f} s, mlhpc run {r:.1f} s; ratio {statistics.median(r[i] / t[i] for t, r in long):.3f} (target <= 1.05)")
 
