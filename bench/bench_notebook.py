@@ -9,7 +9,7 @@ Runs alternate between the two, and which one starts a pair alternates too; each
 `time`, start-up and exit left out) shows whether an update costs more in the notebook's kernel.
 `--threads 1` sets OMP_NUM_THREADS for both programs: on this 2-core virtual machine, a 2-thread run's speed flips between two
 levels (about 70,000 and 46,000 samples/s) in phases of seconds, whichever program runs, so 2-thread pairs differ by up to 30% either
-way; one thread, nearly as fast for this small model, gives pairs within 3%.
+way; with one thread, nearly as fast for this small model, pairs fell between 0.99 and 1.06.
 Usage: python bench/bench_notebook.py [--pairs 3] [--updates 22000 (half a minute to a minute here; 0: fixed overhead only)] [--hidden 256] [--threads N]"""
 import argparse, csv, json, os, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path

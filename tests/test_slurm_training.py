@@ -53,7 +53,8 @@ def test_time_limit_stop_requeue_complete(time_limit_jobs):
     print(f"time limit (defaults, --time 00:01:00): {n} requeues, stopped at updates {stops} of {st['total_updates']}, "
           f"{warned} early warnings turned into deadlines, {cycle:.0f} s per attempt (start to start), {took:.0f} s from submit to completed")
 
-def test_preemption_saves_and_resumes(slurm, reference, profile, tmp_path):
+def test_preemption_saves_and_resumes(slurm, reference, time_limit_jobs, profile, tmp_path):
+    for j in time_limit_jobs.values(): j.thread.join()  # they hold the node's two CPUs until they end (this test run alone waits for them)
     run = tmp_path/"run"
     job = submit(slurm, run, profile, LONG, time_limit="00:05:00")
     slurm.wait_state(job, "RUNNING", timeout=60)
