@@ -1,8 +1,9 @@
 """The two SLURM jobs whose training outlives a 1-minute time limit, a config job and a notebook job, submitted together.
 
 Each job lasts about three minutes of the cluster's clock (two or three attempts and their requeues) and needs little CPU, since
-its training data is read slowly (tests/slow_data.py). One after the other, the two held the cluster's pytest worker for six
-minutes; side by side, one on each of the node's two CPUs, they hold it for three. The `time_limit_jobs` fixture (conftest.py)
+its training data is read slowly (tests/slow_data.py). One after the other they held the cluster's pytest worker for 378 s
+(fresh clone, make test); side by side, one on each of the node's two CPUs, for 177 s alone and 315 s beside the other worker's
+tests, which leave them less CPU (more, shorter attempts). The `time_limit_jobs` fixture (conftest.py)
 submits both, with their uninterrupted local references, when the first test asks for one. A thread follows each job to its end
 and keeps its final state and requeue count, because slurmctld forgets a finished job after `MinJobAge` (60 s)."""
 import json, re, threading, time
