@@ -1,5 +1,5 @@
 """Shared helpers for the integration tests: run the real `mlhpc` program and read run directories."""
-import os, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import torch
@@ -13,6 +13,16 @@ def mlhpc(*args, cwd=None, env=None, timeout=300, check=False):
                        capture_output=True, text=True, timeout=timeout)
     if check and p.returncode: raise AssertionError(f"mlhpc {args} exited {p.returncode}\n{p.stderr[-3000:]}")
     return p
+
+def status(run_dir)->dict:
+    "A run's status.json; {} while it is missing or half written."
+    try: return json.loads((Path(run_dir)/"status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError): return {}
+
+def empty_profile(d:Path)->Path:
+    "An empty cluster profile in folder `d`: a job runs with the defaults users get (margins, max_restarts), whatever ~/.config holds."
+    (Path(d)/"cluster.yaml").write_text("")
+    return Path(d)/"cluster.yaml"
 
 def weights(run_dir, name="latest"):
     "The model state_dict of a run's checkpoint, loaded the safe way."

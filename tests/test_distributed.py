@@ -19,13 +19,13 @@ without it each task would use every core (2 tasks x 2 threads on 2 cores traine
 
 The generated srun line needs no --overcommit: the job asks for --ntasks-per-node=2 on a node with CPUs=2 and the step fits
 (--overcommit only matters for more tasks than CPUs)."""
-import json, os, re, signal, subprocess, sys, time
+import os, re, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest, torch, yaml
 from pandas.testing import assert_frame_equal
-from helpers import ROOT, mlhpc, weights, same_weights, stats
+from helpers import ROOT, mlhpc, weights, same_weights, stats, status
 from slurm_cluster import alive, proc_environ, terminate
 
 TORCHRUN, MLHPC_EXE = Path(sys.executable).with_name("torchrun"), Path(sys.executable).with_name("mlhpc")
@@ -124,7 +124,6 @@ def wait_for(cond, p, what, timeout=60):
 
 # ---------------------------------------------------------------- run directories
 
-def status(run_dir)->dict: return json.loads((Path(run_dir)/"status.json").read_text())
 def inferred(run_dir)->dict: return yaml.safe_load((Path(run_dir)/"config.yaml").read_text())["inferred"]
 def ckpt_update(run_dir)->int: return torch.load(Path(run_dir)/"checkpoints/latest.pt", weights_only=True)["update"]
 

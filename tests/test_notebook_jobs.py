@@ -5,15 +5,11 @@ goes to the whole job (the runner's process group and its kernel), as when a nod
 """
 import json, os, re, signal, subprocess, threading, time
 from pathlib import Path
-import nbformat, pandas as pd, pytest, torch, yaml
-from helpers import MLHPC, ROOT, mlhpc, one_line_error, same_weights, stats, weights
+import nbformat, pytest, torch, yaml
+from helpers import MLHPC, ROOT, mlhpc, one_line_error, same_weights, stats, status, weights
 
 NB = ROOT/"examples"/"train_digits.ipynb"
 LONG = ["-p", "total_updates", "300", "-p", "updates_per_epoch", "20", "-p", "learning_rate", "1e-3"]
-
-def status(run_dir): 
-    try: return json.loads((Path(run_dir)/"status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return {}
 
 def start(run_dir, *args):
     "Start `mlhpc run` in its own process group; its output goes to run_dir's sibling .out file."
@@ -77,7 +73,7 @@ def test_output_notebook_stays_small_and_the_log_has_the_training(reference):
 
 def test_a_completed_run_is_not_run_again(reference):
     d, _ = reference
-    before, t0 = stats(d), time.time()
+    before = stats(d)
     p = mlhpc("run", NB, "--run-dir", d, *LONG)
     assert p.returncode == 0 and "already done" in p.stdout, p.stdout + p.stderr
     assert not list(d.glob("output.*.ipynb")) and stats(d).equals(before) and status(d)["attempt"] == 1
@@ -233,7 +229,7 @@ def test_slurm_preemption_of_a_notebook_job_requeues_and_completes(slurm, tmp_pa
     st = status(run)
     assert restarts == 1 and st["state"] == "completed" and st["attempt"] == 2 and st["job_id"] == job, (restarts, st)
     assert "RunStopped" in (run/"output.1.ipynb").read_text() and (run/"output.ipynb").exists()
-    assert f"resumed from update" in (run/"train.log").read_text()
+    assert "resumed from update" in (run/"train.log").read_text()
     assert "completed" in mlhpc("status", run, env=slurm.env, check=True).stdout
 
 # ---------------------------------------------------------------- several processes

@@ -2,11 +2,11 @@
 
 Every job here is `mlhpc submit` of a real config: the generated batch script, real signals from SLURM, real
 `scontrol requeue`. Each result is compared bit for bit with an uninterrupted local run of the same config."""
-import json, re, signal, subprocess, sys, time
+import re, signal, subprocess, time
 from pathlib import Path
 import pandas as pd
 import pytest
-from helpers import ROOT, MLHPC, mlhpc, weights, same_weights, stats
+from helpers import ROOT, MLHPC, empty_profile, mlhpc, weights, same_weights, stats, status
 from time_limit_jobs import BASE, LONG, sets
 
 pytestmark = pytest.mark.slurm
@@ -17,11 +17,7 @@ def reference(time_limit_jobs):
     return time_limit_jobs["config"].reference
 
 @pytest.fixture
-def profile(tmp_path):
-    "An empty cluster profile: every job here runs with the defaults users get (margins, max_restarts), whatever ~/.config holds."
-    p = tmp_path/"cluster.yaml"
-    p.write_text("")
-    return p
+def profile(tmp_path): return empty_profile(tmp_path)
 
 def submit(slurm, run, profile, settings, *extra, time_limit="00:01:00"):
     p = mlhpc("submit", ROOT/"examples/digits.yaml", "--run-dir", run, "--time", time_limit, "--profile", profile,
@@ -30,8 +26,6 @@ def submit(slurm, run, profile, settings, *extra, time_limit="00:01:00"):
 
 def restarts(slurm, job_id):
     return int(re.search(r"\bRestarts=(\d+)", slurm.run(["scontrol", "-o", "show", "job", job_id]).stdout).group(1))
-
-def status(run): return json.loads((Path(run)/"status.json").read_text())
 
 def test_time_limit_stop_requeue_complete(time_limit_jobs):
     "Default settings, a 1-minute limit shorter than the training: every attempt makes progress, the job requeues and completes bit-identical."
@@ -62,7 +56,6 @@ def test_preemption_saves_and_resumes(slurm, reference, time_limit_jobs, profile
     while not ((run/"stats.csv").exists() and len((run/"stats.csv").read_text().splitlines()) > 8):  # 400 updates in
         assert time.monotonic() < deadline, "no training progress"
         time.sleep(0.2)
-    t0 = time.time()
     slurm.run(["scancel", "--full", "--signal=TERM", job])
     assert slurm.wait_state(job, "COMPLETED", timeout=300) == "COMPLETED"
     assert restarts(slurm, job) == 1

@@ -6,10 +6,10 @@ its training data is read slowly (tests/slow_data.py). One after the other they 
 tests, which leave them less CPU (more, shorter attempts). The `time_limit_jobs` fixture (conftest.py)
 submits both, with their uninterrupted local references, when the first test asks for one. A thread follows each job to its end
 and keeps its final state and requeue count, because slurmctld forgets a finished job after `MinJobAge` (60 s)."""
-import json, re, threading, time
+import re, threading, time
 from pathlib import Path
 import nbformat
-from helpers import ROOT, Background, mlhpc
+from helpers import ROOT, Background, empty_profile, mlhpc, status
 from slurm_cluster import TERMINAL
 
 BASE = ["updates_per_epoch=4000", "log_every=50", "model.hidden_dim=64", "model.dropout=0.1", "lr_scheduler={}", "early_stopping.patience=0"]
@@ -28,15 +28,6 @@ def slow_notebook(dest:Path)->Path:
     nbformat.write(nb, dest/"slow_digits.ipynb")
     return dest/"slow_digits.ipynb"
 
-def empty_profile(d:Path)->Path:
-    "An empty cluster profile: the job runs with the defaults users get (margins, max_restarts), whatever ~/.config holds."
-    (d/"cluster.yaml").write_text("")
-    return d/"cluster.yaml"
-
-def update_of(run:Path)->int:
-    try: return json.loads((run/"status.json").read_text()).get("update", 0)
-    except (OSError, ValueError): return -1
-
 class Followed:
     "A submitted job, its run directory and its uninterrupted reference; a thread follows the job until it ends (`ended`, epoch seconds)."
     def __init__(self, slurm, job:str, run:Path, reference:Background, stall:float=300):
@@ -54,7 +45,7 @@ class Followed:
                 fields = dict(f.split("=", 1) for f in info.split() if "=" in f)
                 if "Restarts" in fields: self.restarts = int(fields["Restarts"])
                 if fields.get("JobState") in TERMINAL: self.state, self.info, self.ended = fields["JobState"], info, time.time(); return
-                if (u := update_of(self.run)) > best: best, since = u, time.monotonic()
+                if (u := status(self.run).get("update", -1)) > best: best, since = u, time.monotonic()
                 if time.monotonic() - since > stall: self.error = f"job {self.job}: no progress for {stall} s (update {best})\n{info}"; return
                 time.sleep(1)
         except Exception as e: self.error = f"following job {self.job} failed: {e!r}"
