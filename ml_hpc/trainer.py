@@ -21,8 +21,8 @@ from .checkpoint import FORMAT_VERSION, rng_state, set_rng_state, load_model_sta
 from .rundir import RUNNING, STOPPED, COMPLETED, FAILED
 
 # %% auto #0
-__all__ = ['VML_FUNCS', 'NAN_ADVICE', 'OTHER_RANK', 'seed_everything', 'warm_up_vml', 'NonFiniteLoss', 'resolve_device',
-           'override_config', 'Trainer']
+__all__ = ['VML_FUNCS', 'NAN_ADVICE', 'seed_everything', 'warm_up_vml', 'NonFiniteLoss', 'resolve_device', 'override_config',
+           'Trainer']
 
 # %% ../nbs/11_trainer.ipynb #8ddcfe17
 def seed_everything(seed:int, # the run's seed
@@ -272,22 +272,22 @@ def validate(self:Trainer):
     self("after_epoch")
 
 # %% ../nbs/11_trainer.ipynb #d55072b8
-OTHER_RANK = "another process asked to stop"  # the reason of a rank that learns of the stop from the others
-
 @patch
 def request_stop(self:Trainer, reason:str, # why, for status.json and the log
                  resume:bool): # True: save and ask to be resumed; False: training is over
-    "Ask the loop to stop at the next safe point."
-    if self.stop_reason == OTHER_RANK and resume == self.stop_resume: self.stop_reason = reason  # the agreed stop, its cause now known here
-    elif self.stop_reason is None or (resume and not self.stop_resume): self.stop_reason, self.stop_resume = reason, resume
+    "Ask the loop to stop at the next safe point; a stop to be resumed outranks one that ends training."
+    if self.stop_reason is None or (resume and not self.stop_resume): self.stop_reason, self.stop_resume = reason, resume
 
 @patch
 def _agree_stop(self:Trainer)->bool:
+    "True if any process asked to stop; then every process takes the strongest stop asked and the reason of the first rank that asked it."
     code = 0 if self.stop_reason is None else (2 if self.stop_resume else 1)
     if self.ddp:
-        t = torch.tensor([code], device=self.device if dist.get_backend() == "nccl" else "cpu"); dist.all_reduce(t, op=dist.ReduceOp.MAX); code = int(t)
-        if code and self.stop_reason is None: self.stop_reason = OTHER_RANK  # until this process's own reason arrives (a signal sent to every rank)
-        self.stop_resume = code == 2
+        t = torch.tensor([code], device=self.device if dist.get_backend() == "nccl" else "cpu"); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if agreed := int(t):  # once per run: the reasons travel only when there is a stop
+            asked = [None] * dist.get_world_size(); dist.all_gather_object(asked, (code, self.stop_reason))
+            self.stop_reason, self.stop_resume = next(r for c, r in asked if c == agreed), agreed == 2
+        code = agreed
     return code > 0
 
 # %% ../nbs/11_trainer.ipynb #dd7ce339

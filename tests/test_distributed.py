@@ -262,7 +262,8 @@ def test_failing_rank_ends_every_rank(launcher, files, tmp_path, request):
 
 def test_stop_signal_is_agreed_saved_and_resumed_exactly(files, pair, tmp_path):
     """SIGTERM to torchrun (it forwards TERM to both workers), then SIGTERM to rank 1 alone: both times the ranks stop at the
-    same update, rank 0 saves it and both exit 75; the third start completes bit-identical to the uninterrupted `pair`."""
+    same update, rank 0 saves it, names the signal as the reason (the second time it had none itself) and both exit 75; the
+    third start completes bit-identical to the uninterrupted `pair`."""
     run, out = tmp_path/"run", tmp_path/"run.out"
     def start(launch):
         (tmp_path/launch).mkdir()
@@ -291,7 +292,7 @@ def test_stop_signal_is_agreed_saved_and_resumed_exactly(files, pair, tmp_path):
     assert rank_exits(tmp_path/"a2") == {0: 75, 1: 75}, (rank_exits(tmp_path/"a2"), out.read_text()[-3000:])
     st = status(run)
     m = st["update"]
-    assert st["state"] == "stopped" and st["reason"] == "another process asked to stop" and n + 15 <= m < TOTAL, st
+    assert st["state"] == "stopped" and st["reason"] == "signal SIGTERM" and n + 15 <= m < TOTAL, st
     assert ckpt_update(run) == m == last_update(run)
     assert not wait_gone()
 

@@ -60,14 +60,11 @@ def after_iteration(self:StopCallback):
     if self.keeper.should_stop(eval_due=(t.update + 1) % t.updates_per_epoch == 0):
         t.request_stop(f"{self.why}: {self.keeper.time_left():.0f} s left, one more update and a save need {self.keeper.reserve():.1f} s", resume=True)
 
+# %% ../../nbs/23_callback.stop.ipynb #854f6ea1
 @patch
 def after_fit(self:StopCallback):
-    "Name a signal that came after the other ranks agreed to stop; log how long a signal took to become a saved checkpoint; put the old handlers back."
-    if self.trainer.state == STOPPED:
-        late = [(name, when) for name, when in self.flag.received[self.handled:] if name != self.warning]
-        if self.stopped_by is None and late:  # torchrun sends TERM to the ranks one by one: it may come here during the save
-            self.stopped_by = late[0]; self.trainer.request_stop(signal_reason(late[0][0]), resume=True)  # replaces only "another process asked to stop"
-        if self.stopped_by:
-            name, when = self.stopped_by
-            logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(name)}: {time.time() - when:.2f} s from the signal to a saved checkpoint")
+    "Log how long the stop signal took to become a saved checkpoint, one that came during the save included; put the old handlers back."
+    late = [(name, when) for name, when in self.flag.received[self.handled:] if name != self.warning]
+    if self.trainer.state == STOPPED and (sig := self.stopped_by or next(iter(late), None)):  # torchrun's TERM may reach a rank only after the others agreed to stop
+        logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(sig[0])}: {time.time() - sig[1]:.2f} s from the signal to a saved checkpoint")
     if self.restore_handlers: self.flag.restore()
