@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/bench_results.py
 	$(BIN)/python bench/bench_notebook.py --threads 1 --updates 45000
 	$(BIN)/python bench/bench_exit.py
+	$(BIN)/python bench/bench_kernel_wait.py
 
 clean:
 	rm -rf $(VENV) runs _proc _docs *.egg-info

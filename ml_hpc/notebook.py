@@ -7,9 +7,13 @@ from __future__ import annotations
 import ast, difflib, logging, os, re, signal, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty
 import yaml
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import Type
 from .core import MlhpcError, atomic_write_text, is_secret_name, load_env, skip_exit_gc
 from .config import check_args, default_type, load_config, parse_yaml, read_yaml, show_diff
 from .env import JobEnv
@@ -18,11 +22,12 @@ from .callback.stop import StopCallback
 from .slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME, StopSignal
 
 # %% auto #0
-__all__ = ['JOB_VARS', 'job_run_dir', 'notebook_path', 'notebook_run_dir', 'check_not_secret', 'read_params', 'check_same_params',
-           'record_params', 'claim_run_dir', 'RunStopped', 'fit_run', 'job_setup', 'kernel_argv', 'check_kernel',
-           'JobKernelManager', 'SignalForwarder', 'notebook_parameters', 'cli_values', 'typed_params', 'keep_outputs',
-           'job_environ', 'rank_outputs', 'execute_job', 'job_params', 'free_port', 'rank_environ', 'worst_status',
-           'launch_ranks', 'run_notebook', 'rank_argv']
+__all__ = ['JOB_VARS', 'WAIT_STEP', 'job_run_dir', 'notebook_path', 'notebook_run_dir', 'check_not_secret', 'read_params',
+           'check_same_params', 'record_params', 'claim_run_dir', 'RunStopped', 'fit_run', 'job_setup', 'kernel_argv',
+           'check_kernel', 'JobKernelManager', 'SteppedChannel', 'JobKernelClient', 'SignalForwarder',
+           'notebook_parameters', 'cli_values', 'typed_params', 'keep_outputs', 'job_environ', 'rank_outputs',
+           'execute_job', 'job_params', 'free_port', 'rank_environ', 'worst_status', 'launch_ranks', 'run_notebook',
+           'rank_argv']
 
 # %% ../nbs/26_notebook.ipynb #cb34f128
 JOB_VARS = {"run_dir": "MLHPC_RUN_DIR", "notebook": "MLHPC_NOTEBOOK"}  # what mlhpc run tells its kernel
@@ -148,13 +153,32 @@ def check_kernel():
                          f"install it there: {sys.executable} -m pip install ipykernel")
 
 class JobKernelManager(AsyncKernelManager):
-    "A kernel manager whose kernel is `kernel_argv()`; remembers the last kernel it started (to forward signals to it)."
+    "A kernel manager whose kernel is `kernel_argv()` and whose client is `JobKernelClient`; remembers the last kernel it started (to forward signals to it)."
     last = None
+    client_factory = Type(klass="ml_hpc.notebook.JobKernelClient")  # below: waits that survive a missed wake-up
     @property
     def kernel_spec(self): return KernelSpec(argv=kernel_argv(), display_name="ml_hpc job", language="python")
     async def start_kernel(self, **kw):
         await super().start_kernel(**kw)
         JobKernelManager.last = self
+
+# %% ../nbs/26_notebook.ipynb #aca15c56
+WAIT_STEP = 1.0  # seconds: the longest a kernel message whose wake-up was missed stays unread
+
+class SteppedChannel(AsyncZMQSocketChannel):
+    "A kernel channel that waits in `WAIT_STEP`-second polls: each looks at the socket first, so a missed wake-up costs one step, not forever."
+    async def get_msg(self, timeout:float|None=None)->dict: # seconds; None: until a message comes
+        "The next message; `queue.Empty` after `timeout` seconds without one."
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try: return await super().get_msg(timeout=WAIT_STEP if end is None else min(WAIT_STEP, max(0., end - time.monotonic())))
+            except Empty:
+                if end is not None and time.monotonic() >= end: raise
+
+class JobKernelClient(AsyncKernelClient):
+    "The kernel client of a notebook job (and of Voilà serving `RunBrowser`): every message channel waits in steps (`SteppedChannel`)."
+    shell_channel_class, iopub_channel_class = Type(SteppedChannel), Type(SteppedChannel)
+    stdin_channel_class, control_channel_class = Type(SteppedChannel), Type(SteppedChannel)
 
 # %% ../nbs/26_notebook.ipynb #97789650
 class SignalForwarder:
