@@ -1,8 +1,9 @@
 """Shared helpers for the integration tests: run the real `mlhpc` program and read run directories."""
-import json, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import torch
+from ml_hpc.rundir import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 MLHPC = [sys.executable, "-c", "from ml_hpc.cli import main; main()"]
@@ -14,10 +15,7 @@ def mlhpc(*args, cwd=None, env=None, timeout=300, check=False):
     if check and p.returncode: raise AssertionError(f"mlhpc {args} exited {p.returncode}\n{p.stderr[-3000:]}")
     return p
 
-def status(run_dir)->dict:
-    "A run's status.json; {} while it is missing or half written."
-    try: return json.loads((Path(run_dir)/"status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return {}
+status = read_status  # a run's status.json, {} before there is one (written atomically, so never half written)
 
 def empty_profile(d:Path)->Path:
     "An empty cluster profile in folder `d`: a job runs with the defaults users get (margins, max_restarts), whatever ~/.config holds."
