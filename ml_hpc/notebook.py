@@ -24,7 +24,7 @@ from .slurm import EXIT_FAILED, EXIT_OK, EXIT_RESUME, StopSignal
 # %% auto #0
 __all__ = ['JOB_VARS', 'WAIT_STEP', 'job_run_dir', 'notebook_path', 'notebook_run_dir', 'check_not_secret', 'read_params',
            'check_same_params', 'record_params', 'claim_run_dir', 'RunStopped', 'fit_run', 'job_setup', 'kernel_argv',
-           'check_kernel', 'JobKernelManager', 'SteppedChannel', 'JobKernelClient', 'SignalForwarder',
+           'check_kernel', 'SteppedChannel', 'JobKernelClient', 'JobKernelManager', 'SignalForwarder',
            'notebook_parameters', 'cli_values', 'typed_params', 'keep_outputs', 'job_environ', 'rank_outputs',
            'execute_job', 'job_params', 'free_port', 'rank_environ', 'worst_status', 'launch_ranks', 'run_notebook',
            'rank_argv']
@@ -152,16 +152,6 @@ def check_kernel():
         raise MlhpcError(f"cannot start a notebook kernel: ipykernel is not installed in the environment of {sys.executable}",
                          f"install it there: {sys.executable} -m pip install ipykernel")
 
-class JobKernelManager(AsyncKernelManager):
-    "A kernel manager whose kernel is `kernel_argv()` and whose client is `JobKernelClient`; remembers the last kernel it started (to forward signals to it)."
-    last = None
-    client_factory = Type(klass="ml_hpc.notebook.JobKernelClient")  # below: waits that survive a missed wake-up
-    @property
-    def kernel_spec(self): return KernelSpec(argv=kernel_argv(), display_name="ml_hpc job", language="python")
-    async def start_kernel(self, **kw):
-        await super().start_kernel(**kw)
-        JobKernelManager.last = self
-
 # %% ../nbs/26_notebook.ipynb #aca15c56
 WAIT_STEP = 1.0  # seconds: the longest a kernel message whose wake-up was missed stays unread
 
@@ -171,7 +161,8 @@ class SteppedChannel(AsyncZMQSocketChannel):
         "The next message; `queue.Empty` after `timeout` seconds without one."
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            try: return await super().get_msg(timeout=WAIT_STEP if end is None else min(WAIT_STEP, max(0., end - time.monotonic())))
+            step = WAIT_STEP if end is None else max(0., min(WAIT_STEP, end - time.monotonic()))
+            try: return await super().get_msg(timeout=step)
             except Empty:
                 if end is not None and time.monotonic() >= end: raise
 
@@ -179,6 +170,17 @@ class JobKernelClient(AsyncKernelClient):
     "The kernel client of a notebook job (and of Voilà serving `RunBrowser`): every message channel waits in steps (`SteppedChannel`)."
     shell_channel_class, iopub_channel_class = Type(SteppedChannel), Type(SteppedChannel)
     stdin_channel_class, control_channel_class = Type(SteppedChannel), Type(SteppedChannel)
+
+# %% ../nbs/26_notebook.ipynb #4c8d2f90
+class JobKernelManager(AsyncKernelManager):
+    "A kernel manager whose kernel is `kernel_argv()` and whose client is `JobKernelClient`; remembers the last kernel it started (to forward signals to it)."
+    last = None
+    client_factory = Type(JobKernelClient)  # waits that survive a missed wake-up (above)
+    @property
+    def kernel_spec(self): return KernelSpec(argv=kernel_argv(), display_name="ml_hpc job", language="python")
+    async def start_kernel(self, **kw):
+        await super().start_kernel(**kw)
+        JobKernelManager.last = self
 
 # %% ../nbs/26_notebook.ipynb #97789650
 class SignalForwarder:
