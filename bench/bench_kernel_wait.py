@@ -19,7 +19,7 @@ async def one(client_factory, seconds:float)->tuple:
     try:
         c0 = time.process_time()
         msg_id = kc.execute(f"import time; time.sleep({seconds}); end = time.time()")
-        while (m := await kc.shell_channel.get_msg(timeout=None))["parent_header"].get("msg_id") != msg_id: pass
+        while (await kc.shell_channel.get_msg(timeout=None))["parent_header"].get("msg_id") != msg_id: pass
         got, cpu = time.time(), time.process_time() - c0
         kc.execute("end", user_expressions={"end": "end"}); reply = await kc.shell_channel.get_msg(timeout=30)
         return cpu, got - float(reply["content"]["user_expressions"]["end"]["data"]["text/plain"])

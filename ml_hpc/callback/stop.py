@@ -64,7 +64,7 @@ def after_iteration(self:StopCallback):
 @patch
 def after_fit(self:StopCallback):
     "Log how long the stop signal took to become a saved checkpoint, one that came during the save included; put the old handlers back."
-    late = [(name, when) for name, when in self.flag.received[self.handled:] if name != self.warning]
-    if self.trainer.state == STOPPED and (sig := self.stopped_by or next(iter(late), None)):  # torchrun's TERM may reach a rank only after the others agreed to stop
-        logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(sig[0])}: {time.time() - sig[1]:.2f} s from the signal to a saved checkpoint")
+    if self.trainer.state == STOPPED:  # torchrun's TERM may reach a rank only after the others agreed to stop: the first signal since counts
+        sig = self.stopped_by or next(((n, w) for n, w in self.flag.received[self.handled:] if n != self.warning), None)
+        if sig: logging.getLogger("ml_hpc").info(f"stopped on {signal_reason(sig[0])}: {time.time() - sig[1]:.2f} s from the signal to a saved checkpoint")
     if self.restore_handlers: self.flag.restore()
